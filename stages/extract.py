@@ -1,0 +1,163 @@
+"""Stage `extract`: run MobileNetV2 once per sampled frame and cache the embeddings in HDF5.
+
+Usage:
+    python -m stages.extract                 # reads params.yaml: backbone, extract
+    python -m stages.extract --shard 0/4     # fill the cache for a quarter of the clips only
+
+Writes `paths.embeddings` (HDF5): `embeddings` (N, seq_len, 1280) float32 in
+the same clip order as the sampled frames, per-clip `paths`, `labels`,
+`splits`, `signers`, and attributes naming the backbone, the weights source,
+the image size, the preprocessing and the sampling rate.
+
+Every clip's embeddings are first saved to `paths.embedding_cache`, keyed by a
+hash of the clip's frames and of the backbone that embedded them, each file
+written atomically. So a killed run (even SIGKILL) resumes where it stopped,
+adding clips to a dataset embeds only the new ones, and shards run on several
+machines fill caches that, copied together, assemble into the same file one
+run gives. Memory stays flat: one clip's frames at a time.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from stages.lib.backbone import BACKBONE_NAME, EMBEDDING_SIZE, PREPROCESSING, build_frame_encoder
+from stages.lib.engines import KerasFrameEngine
+from stages.lib.params import load_params
+from stages.lib.storage import atomic_path, read_attributes, read_clip_table, write_clip_columns
+
+PREFETCH_CLIPS = 4  # clips read from HDF5 ahead of the backbone, so reading overlaps compute
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """'K/N' -> (K, N) with 0 <= K < N; None -> (0, 1), the whole dataset."""
+    if text is None:
+        return 0, 1
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"--shard must look like K/N (e.g. 0/4), got {text!r}") from None
+    if not 0 <= index < count:
+        raise SystemExit(f"--shard {text}: K must be in 0..N-1")
+    return index, count
+
+
+def backbone_signature(weights_source: str, image_size: int) -> dict:
+    """What determines an embedding besides the frames: part of every cache key and the file's attributes."""
+    return {"backbone": BACKBONE_NAME, "weights_source": weights_source, "image_size": image_size,
+            "preprocessing": PREPROCESSING, "embedding_size": EMBEDDING_SIZE}
+
+
+def signature_digest(signature: dict) -> str:
+    return hashlib.sha256(json.dumps(signature, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def clip_cache_path(cache_dir: Path, digest: str, frames: np.ndarray) -> Path:
+    """Cache file for one clip, named by the hash of its frames (content, not file name)."""
+    key = hashlib.sha256(frames.tobytes()).hexdigest()
+    return cache_dir / digest / key[:2] / f"{key}.npy"
+
+
+def save_atomically(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + f".{os.getpid()}.partial")
+    with partial.open("wb") as handle:
+        np.save(handle, array)
+        handle.flush()
+        os.fsync(handle.fileno())  # the rename below must never expose a file whose bytes are not on disk
+    os.replace(partial, path)
+
+
+def iterate_clip_frames(frames_path: Path, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (clip index, frames (seq_len, H, W, 3) uint8), read on a background thread."""
+    buffer: queue.Queue = queue.Queue(maxsize=PREFETCH_CLIPS)
+    done = object()
+
+    def reader() -> None:
+        with h5py.File(frames_path, "r") as handle:
+            for index in indices:
+                buffer.put((index, handle["frames"][index]))
+        buffer.put(done)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    while (item := buffer.get()) is not done:
+        yield item
+    thread.join()
+
+
+def fill_cache(frames_path: Path, indices: list[int], engine: KerasFrameEngine, cache_dir: Path,
+               digest: str) -> tuple[int, int]:
+    """Embed every listed clip whose result is not cached yet; return (embedded, already cached)."""
+    embedded = reused = 0
+    progress = tqdm(iterate_clip_frames(frames_path, indices), total=len(indices), desc="extract", unit="clip")
+    for _, frames in progress:
+        target = clip_cache_path(cache_dir, digest, frames)
+        if target.exists():
+            reused += 1
+            continue
+        save_atomically(target, engine.embed(frames))   # (seq_len, 1280) float32
+        embedded += 1
+        progress.set_postfix(new=embedded, cached=reused)
+    return embedded, reused
+
+
+def assemble_embeddings(frames_path: Path, output_path: Path, cache_dir: Path, digest: str,
+                        attributes: dict) -> None:
+    """Gather every clip's cached embeddings into one HDF5 file, written atomically."""
+    table = read_clip_table(frames_path)
+    with h5py.File(frames_path, "r") as source, atomic_path(output_path) as tmp:
+        clip_count, seq_len = source["frames"].shape[:2]
+        with h5py.File(tmp, "w") as handle:
+            embeddings = handle.create_dataset("embeddings", shape=(clip_count, seq_len, EMBEDDING_SIZE),
+                                               dtype="float32", chunks=(1, seq_len, EMBEDDING_SIZE))
+            for index in range(clip_count):
+                cached = clip_cache_path(cache_dir, digest, source["frames"][index])
+                embeddings[index] = np.load(cached)
+            write_clip_columns(handle, table)
+            handle.attrs.update(attributes)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shard", help="K/N: only fill the cache for clips with index %% N == K")
+    args = parser.parse_args(argv)
+    shard_index, shard_count = parse_shard(args.shard)
+
+    params = load_params()
+    frames_path = Path(params["paths"]["frames"])
+    frame_attributes = read_attributes(frames_path)
+    encoder, weights_source = build_frame_encoder(frame_attributes["image_size"], params["backbone"]["weights"])
+    signature = backbone_signature(weights_source, frame_attributes["image_size"])
+    digest = signature_digest(signature)
+    cache_dir = Path(params["paths"]["embedding_cache"])
+
+    with h5py.File(frames_path, "r") as handle:
+        clip_count = handle["frames"].shape[0]
+    indices = [index for index in range(clip_count) if index % shard_count == shard_index]
+    engine = KerasFrameEngine(encoder, params["extract"]["batch_size"])
+    embedded, reused = fill_cache(frames_path, indices, engine, cache_dir, digest)
+    print(f"embedded {embedded} clips, reused {reused} from the cache ({engine.name})")
+    if shard_count > 1:
+        print(f"shard {shard_index}/{shard_count} done; run without --shard to assemble")
+        return
+    attributes = {**signature, **{key: frame_attributes[key] for key in
+                                  ("seq_len", "color_order", "sample_fps", "data_source")},
+                  "frame_preprocessing": frame_attributes["preprocessing"], "engine": engine.name,
+                  "layout": "(clip, time, embedding)"}
+    assemble_embeddings(frames_path, Path(params["paths"]["embeddings"]), cache_dir, digest, attributes)
+    print(f"wrote {params['paths']['embeddings']}: {clip_count} clips")
+
+
+if __name__ == "__main__":
+    main()

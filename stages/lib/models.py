@@ -1,0 +1,43 @@
+"""The BiLSTM head, and the full CNN+LSTM graph that the app serves.
+
+Usage:
+    from stages.lib.models import build_head, build_full_model
+    head = build_head(seq_len=20, num_classes=12, lstm_units=128, dropout=0.3)
+    probabilities = head(embeddings)                 # (batch, 20, 1280) -> (batch, 12)
+    model = build_full_model(frame_encoder, head, seq_len=20)
+    probabilities = model(frames)                    # (batch, 20, H, W, 3) uint8 -> (batch, 12)
+
+Training the head on cached embeddings and serving the full graph are the same
+function: the full graph is the frame encoder applied to every frame
+(TimeDistributed) followed by the very same head.
+"""
+from __future__ import annotations
+
+import keras
+
+from stages.lib.backbone import EMBEDDING_SIZE
+
+
+def build_head(seq_len: int, num_classes: int, lstm_units: int, dropout: float) -> keras.Model:
+    """(batch, seq_len, 1280) float embeddings -> (batch, num_classes) float32 probabilities."""
+    embeddings = keras.Input((seq_len, EMBEDDING_SIZE), name="embeddings")
+    # Per-frame normalisation removes offsets that differ by signer and background,
+    # which the head would otherwise have to learn from few signers.
+    normalised = keras.layers.LayerNormalization(name="frame_norm")(embeddings)
+    dropped = keras.layers.Dropout(dropout, name="input_dropout")(normalised)
+    # Bidirectional: signs that are the same motion in opposite order differ only in time direction.
+    sequence = keras.layers.Bidirectional(keras.layers.LSTM(lstm_units), name="bilstm")(dropped)  # (batch, 2*units)
+    sequence = keras.layers.Dropout(dropout, name="head_dropout")(sequence)
+    # float32 softmax even under a mixed precision policy: probabilities must sum to 1 precisely.
+    probabilities = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
+                                       name="probabilities")(sequence)
+    return keras.Model(embeddings, probabilities, name="bilstm_head")
+
+
+def build_full_model(frame_encoder: keras.Model, head: keras.Model, seq_len: int) -> keras.Model:
+    """(batch, seq_len, H, W, 3) uint8 RGB frames -> (batch, num_classes) probabilities."""
+    image_size = frame_encoder.input_shape[1]
+    frames = keras.Input((seq_len, image_size, image_size, 3), dtype="uint8", name="frames")
+    embeddings = keras.layers.TimeDistributed(frame_encoder, name="frame_encoder_per_frame")(frames)  # (batch, T, 1280)
+    probabilities = head(embeddings)
+    return keras.Model(frames, probabilities, name="sign_recognizer")

@@ -1,0 +1,122 @@
+"""Read `params.yaml` and fail fast on bad values.
+
+Usage:
+    from stages.lib.params import load_params
+    params = load_params()            # whole file, validated
+    seq_len = params["base"]["seq_len"]
+
+Bad input *items* (a broken clip) are tolerated and recorded by the stages;
+bad *params* stop the run at once with a message naming the allowed values,
+because a typo in `params.yaml` should never cost a half-hour run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+
+DATA_SOURCES = ("synthetic", "folder")
+BACKBONE_NAMED_WEIGHTS = ("imagenet", "random")
+# MobileNetV2 needs at least 32 px (five stride-2 stages); larger than 512 only
+# costs time, so such a value is almost surely a typo.
+IMAGE_SIZE_RANGE = (32, 512)
+
+
+class ParamsError(ValueError):
+    """A value in params.yaml is missing or not allowed."""
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """Load and validate params.yaml; raise ParamsError naming the bad key."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path} not found: run from the repository root")
+    with path.open() as handle:
+        params = yaml.safe_load(handle) or {}
+    validate_params(params)
+    return params
+
+
+def validate_params(params: dict[str, Any]) -> None:
+    """Check every section present in `params`; raise ParamsError on the first bad value."""
+    if "base" in params:
+        base = params["base"]
+        require_int(base, "base", "seed", minimum=0)
+        require_int(base, "base", "seq_len", minimum=2)
+        require_int(base, "base", "image_size", minimum=IMAGE_SIZE_RANGE[0], maximum=IMAGE_SIZE_RANGE[1])
+    if "data" in params:
+        require_choice(params["data"], "data", "source", DATA_SOURCES)
+        require_present(params["data"], "data", "path")
+    if "backbone" in params:
+        weights = require_present(params["backbone"], "backbone", "weights")
+        if weights not in BACKBONE_NAMED_WEIGHTS and not Path(str(weights)).suffix == ".h5":
+            raise ParamsError(
+                f"backbone.weights is {weights!r}; allowed: "
+                f"{', '.join(BACKBONE_NAMED_WEIGHTS)}, or a path to a .h5 weights file"
+            )
+    if "generate" in params:
+        generate = params["generate"]
+        for key in ("classes", "signers", "repetitions", "fps", "width", "height"):
+            require_int(generate, "generate", key, minimum=1)
+        require_int(generate, "generate", "val_signers", minimum=1)
+        require_int(generate, "generate", "test_signers", minimum=1)
+        if generate["val_signers"] + generate["test_signers"] >= generate["signers"]:
+            raise ParamsError(
+                "generate.val_signers + generate.test_signers must leave at least one "
+                f"training signer out of generate.signers={generate['signers']}"
+            )
+    if "sample" in params:
+        require_int(params["sample"], "sample", "min_frames", minimum=1)
+        for key in ("val_fraction", "test_fraction"):
+            require_number(params["sample"], "sample", key, minimum=0.0, maximum=0.5)
+    if "extract" in params:
+        require_int(params["extract"], "extract", "batch_size", minimum=1)
+    if "train" in params:
+        train = params["train"]
+        for key in ("lstm_units", "batch_size", "epochs", "patience"):
+            require_int(train, "train", key, minimum=1)
+        require_number(train, "train", "learning_rate", minimum=1e-7, maximum=1.0)
+        require_number(train, "train", "dropout", minimum=0.0, maximum=0.9)
+    if "evaluate" in params:
+        require_int(params["evaluate"], "evaluate", "top_k", minimum=1)
+
+
+def require_present(section: dict, section_name: str, key: str) -> Any:
+    if not isinstance(section, dict) or key not in section or section[key] is None:
+        raise ParamsError(f"{section_name}.{key} is missing from params.yaml")
+    return section[key]
+
+
+def require_choice(section: dict, section_name: str, key: str, allowed: tuple[str, ...]) -> str:
+    value = require_present(section, section_name, key)
+    if value not in allowed:
+        raise ParamsError(f"{section_name}.{key} is {value!r}; allowed values: {', '.join(allowed)}")
+    return value
+
+
+def require_int(section: dict, section_name: str, key: str, minimum: int | None = None,
+                maximum: int | None = None) -> int:
+    value = require_present(section, section_name, key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ParamsError(f"{section_name}.{key} must be a whole number, got {value!r}")
+    check_range(value, section_name, key, minimum, maximum)
+    return value
+
+
+def require_number(section: dict, section_name: str, key: str, minimum: float | None = None,
+                   maximum: float | None = None) -> float:
+    value = require_present(section, section_name, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ParamsError(f"{section_name}.{key} must be a number, got {value!r}")
+    check_range(value, section_name, key, minimum, maximum)
+    return float(value)
+
+
+def check_range(value: float, section_name: str, key: str, minimum, maximum) -> None:
+    if minimum is not None and value < minimum:
+        raise ParamsError(f"{section_name}.{key} is {value}; it must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ParamsError(f"{section_name}.{key} is {value}; it must be at most {maximum}")

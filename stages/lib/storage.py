@@ -1,0 +1,70 @@
+"""Atomic file writing and the HDF5 layout shared by the sampled frames and the embeddings.
+
+Usage:
+    from stages.lib.storage import atomic_path, read_clip_table
+    with atomic_path("features/embeddings.h5") as tmp:   # renamed into place only on success
+        write_hdf5(tmp, ...)
+    table = read_clip_table("data/frames.h5")            # paths, labels, splits, signers
+
+A stage killed half way (even by SIGKILL) leaves at most a `*.partial` file
+that no later stage reads; the real path is replaced in one rename.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+
+STRING_DTYPE = h5py.string_dtype("utf-8")
+# Per-clip string columns stored beside the arrays in both HDF5 files.
+CLIP_COLUMNS = ("paths", "labels", "splits", "signers")
+
+
+@contextlib.contextmanager
+def atomic_path(final_path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; move it onto `final_path` only if the block succeeds."""
+    final_path = Path(final_path)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = final_path.with_name(final_path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    try:
+        yield partial
+        os.replace(partial, final_path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def write_clip_columns(handle: h5py.File, columns: dict[str, list[str]]) -> None:
+    """Store the per-clip string columns (one entry per clip, same order as the arrays)."""
+    for name in CLIP_COLUMNS:
+        handle.create_dataset(name, data=np.array(columns[name], dtype=object), dtype=STRING_DTYPE)
+
+
+def read_clip_table(path: str | Path) -> dict[str, np.ndarray]:
+    """The per-clip string columns of an HDF5 file written with `write_clip_columns`."""
+    with h5py.File(path, "r") as handle:
+        return {name: handle[name].asstr()[...] for name in CLIP_COLUMNS}
+
+
+def read_attributes(path: str | Path) -> dict[str, Any]:
+    """HDF5 root attributes as plain Python values."""
+    with h5py.File(path, "r") as handle:
+        return {key: to_plain(value) for key, value in handle.attrs.items()}
+
+
+def to_plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return value
