@@ -1,0 +1,95 @@
+"""Shared fixtures: tiny videos written in tmp_path, and a throw-away copy of the pipeline.
+
+Everything here uses the real libraries (OpenCV, HDF5, Keras, DVC); nothing is mocked.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# A pipeline small enough for CI on two cores: 4 signs x 4 signers x 1 repetition,
+# 6 frames a clip at 64 px. Accuracy is not the point at this size; plumbing is.
+TINY_PARAMS = {
+    "base": {"seq_len": 6, "image_size": 64},
+    "generate": {"classes": 4, "signers": 4, "repetitions": 1, "val_signers": 1, "test_signers": 1,
+                 "width": 96, "height": 72, "seconds": 0.8},
+    "sample": {"min_frames": 3},
+    "train": {"epochs": 3, "patience": 2, "batch_size": 4, "lstm_units": 8},
+}
+
+
+def write_video(path: Path, frames_bgr: np.ndarray, fps: float = 25.0, fourcc: str = "MJPG") -> Path:
+    """Write (n, H, W, 3) uint8 BGR frames; MJPG in .avi keeps colours nearly exact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = frames_bgr.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+    assert writer.isOpened(), f"OpenCV cannot write {fourcc} to {path}"
+    for frame in frames_bgr:
+        writer.write(np.ascontiguousarray(frame))
+    writer.release()
+    return path
+
+
+def gray_ramp_frames(count: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """Frame i is a flat gray of brightness 10 + 20 * i: the frame index can be read back."""
+    return np.stack([np.full((height, width, 3), 10 + 20 * i, np.uint8) for i in range(count)])
+
+
+def deep_update(target: dict, changes: dict) -> dict:
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            deep_update(target.setdefault(key, {}), value)
+        else:
+            target[key] = value
+    return target
+
+
+def run(command: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run a command with this interpreter's environment first on PATH; fail with its output."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = str(cwd)
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture
+def workspace(tmp_path: Path):
+    """A copy of the pipeline (code, dvc.yaml, tiny params) in its own git + DVC repository."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    shutil.copytree(REPO_ROOT / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
+    params = deep_update(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), TINY_PARAMS)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copy(REPO_ROOT / ".gitignore", root / ".gitignore")
+    for folder in ("data", "features", "models", "reports"):
+        (root / folder).mkdir()
+        (root / folder / ".gitkeep").touch()
+    run(["git", "init", "-q"], root)
+    run(["git", "config", "user.email", "ci@example.invalid"], root)
+    run(["git", "config", "user.name", "ci"], root)
+    run([sys.executable, "-m", "dvc", "init", "-q"], root)
+    run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "tiny pipeline"], root)
+    return root
+
+
+def set_params(root: Path, changes: dict) -> None:
+    path = root / "params.yaml"
+    params = deep_update(yaml.safe_load(path.read_text()), changes)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))

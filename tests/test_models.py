@@ -1,0 +1,44 @@
+"""The head and the full graph: shapes, dtypes, and that they are the same function."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from stages.lib.backbone import build_frame_encoder
+from stages.lib.models import build_full_model, build_head, load_model
+
+
+def test_head_maps_embedding_sequences_to_class_probabilities():
+    head = build_head(seq_len=5, num_classes=4, lstm_units=8, dropout=0.0)
+    probabilities = head(np.random.default_rng(0).normal(size=(3, 5, 1280)).astype("float32")).numpy()
+    assert probabilities.shape == (3, 4)
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert head.get_layer("probabilities").dtype_policy.compute_dtype == "float32"
+
+
+def test_head_ignores_what_is_constant_through_a_clip():
+    """Temporal centering: a signer's looks (a constant offset on every frame) do not change the output."""
+    head = build_head(seq_len=5, num_classes=4, lstm_units=8, dropout=0.0)
+    rng = np.random.default_rng(1)
+    sequence = rng.normal(size=(2, 5, 1280)).astype("float32")
+    looks = rng.normal(size=(2, 1, 1280)).astype("float32") * 3
+    assert np.allclose(head(sequence).numpy(), head(sequence + looks).numpy(), atol=1e-5)
+    # ... while reversing time does change it (the head is order-aware).
+    assert not np.allclose(head(sequence).numpy(), head(sequence[:, ::-1]).numpy(), atol=1e-4)
+
+
+def test_head_survives_a_save_and_load_round_trip(tmp_path):
+    head = build_head(seq_len=4, num_classes=3, lstm_units=8, dropout=0.0)
+    x = np.random.default_rng(2).normal(size=(2, 4, 1280)).astype("float32")
+    head.save(tmp_path / "head.keras")
+    loaded = load_model(tmp_path / "head.keras")
+    assert np.allclose(head(x).numpy(), loaded(x).numpy(), atol=1e-6)
+
+
+def test_full_graph_is_the_encoder_per_frame_followed_by_the_head():
+    encoder, _ = build_frame_encoder(image_size=32, weights="random")
+    head = build_head(seq_len=3, num_classes=2, lstm_units=4, dropout=0.0)
+    model = build_full_model(encoder, head, seq_len=3)
+    frames = np.random.default_rng(3).integers(0, 256, size=(2, 3, 32, 32, 3), dtype=np.uint8)
+    embeddings = encoder(frames.reshape(6, 32, 32, 3)).numpy().reshape(2, 3, 1280)
+    assert np.allclose(model(frames).numpy(), head(embeddings).numpy(), atol=1e-5)

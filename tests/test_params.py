@@ -1,0 +1,49 @@
+"""Bad params fail at once, naming the key and the allowed values."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from stages.lib.params import ParamsError, load_params, validate_params
+from tests.conftest import REPO_ROOT
+
+DEFAULTS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
+def with_change(section: str, key: str, value) -> dict:
+    params = copy.deepcopy(DEFAULTS)
+    params[section][key] = value
+    return params
+
+
+def test_the_shipped_params_are_valid():
+    validate_params(DEFAULTS)
+    assert load_params(REPO_ROOT / "params.yaml")["base"]["seq_len"] == DEFAULTS["base"]["seq_len"]
+
+
+@pytest.mark.parametrize("section,key,value,message", [
+    ("data", "source", "youtube", r"data.source is 'youtube'; allowed values: synthetic, folder"),
+    ("backbone", "weights", "resnet", r"allowed: imagenet, random, or a path to a .h5"),
+    ("base", "image_size", 16, r"base.image_size is 16; it must be at least 32"),
+    ("base", "seq_len", "twenty", r"base.seq_len must be a whole number"),
+    ("train", "learning_rate", -1, r"train.learning_rate is -1; it must be at least"),
+    ("sample", "test_fraction", 0.9, r"sample.test_fraction is 0.9; it must be at most 0.5"),
+])
+def test_bad_values_are_named_with_what_is_allowed(section, key, value, message):
+    with pytest.raises(ParamsError, match=message):
+        validate_params(with_change(section, key, value))
+
+
+def test_a_missing_key_is_named():
+    params = copy.deepcopy(DEFAULTS)
+    del params["train"]["epochs"]
+    with pytest.raises(ParamsError, match="train.epochs is missing"):
+        validate_params(params)
+
+
+def test_generate_must_leave_training_signers():
+    params = with_change("generate", "signers", 4)
+    with pytest.raises(ParamsError, match="at least one training signer"):
+        validate_params(params)
