@@ -3,20 +3,24 @@
 Usage:
     python -m stages.evaluate          # reads params.yaml: evaluate
 
-The only stage that reads the test split. It scores the head on the test
-clips' cached embeddings and writes
-- `paths.metrics`: accuracy, top-k accuracy, macro F1, class and clip counts,
-  the backbone weights used, and how many files the sample stage refused;
-- `paths.per_class`: precision, recall, F1 and support for every class;
-- `paths.confusion_png`: a seaborn heat map of the confusion matrix;
-- `paths.predictions`: actual,predicted per test clip, drawn by `dvc plots`
-  with its `confusion` template.
+The only stage that reads the test split. It scores, side by side, the served
+model (`paths.model`, the full CNN+LSTM graph run on the test clips' sampled
+frames) and the head on the same clips' cached embeddings, and writes
+- `paths.metrics`: accuracy, top-k accuracy, macro F1 of the served model at
+  the top level and of both models under `served_model` and `head`; class and
+  clip counts, the backbone weights, the precision policy the served model
+  was trained under, and how many files the sample stage refused;
+- `paths.per_class`: precision, recall, F1 and support for every class (served model);
+- `paths.confusion_png`: a seaborn heat map of the served model's confusion matrix;
+- `paths.predictions`: actual,predicted per test clip (served model), drawn by
+  `dvc plots` with its `confusion` template.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import h5py
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers and in CI
@@ -28,8 +32,11 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 
 from stages.lib.embeddings import load_split
 from stages.lib.models import load_model
+from stages.lib.served import load_bundle
 from stages.lib.params import load_params
-from stages.lib.storage import atomic_path, read_attributes, write_json
+from stages.lib.storage import atomic_path, read_attributes, read_clip_table, write_json
+
+CLIPS_PER_BATCH = 8  # test clips through the full graph at once: 8 x seq_len frames in memory
 
 
 def top_k_accuracy(y_true: np.ndarray, probabilities: np.ndarray, k: int) -> float:
@@ -80,30 +87,59 @@ def plot_confusion_matrix(y_true: np.ndarray, predicted: np.ndarray, classes: li
 
 
 def refusal_counts(manifest_path: str | Path) -> dict:
-    """How many files the sample stage found and refused (nothing is dropped silently)."""
-    manifest = pd.read_csv(manifest_path, keep_default_na=False)
+    """How many files the sample stage found and refused, and why (nothing is dropped silently).
+
+    `refused_by_reason` counts by the kind of reason (its text before the first
+    colon, e.g. "too short"), so clips refused for one cause add up in one entry.
+    """
+    from stages.lib.video import refusal_kind   # the one home of the reason convention
+
+    manifest = pd.read_csv(manifest_path, keep_default_na=False, dtype=str)
     refused = manifest[manifest["status"] != "ok"]
+    by_reason = refused["reason"].map(refusal_kind).value_counts()
     return {"num_files_found": int(len(manifest)), "num_clips_used": int(len(manifest) - len(refused)),
-            "num_files_refused": int(len(refused))}
+            "num_files_refused": int(len(refused)),
+            "refused_by_reason": {str(kind): int(count) for kind, count in sorted(
+                by_reason.items(), key=lambda item: (-item[1], item[0]))}}
+
+
+def served_model_probabilities(model_path: str, frames_path: str, clip_paths: np.ndarray) -> np.ndarray:
+    """The full graph on the sampled frames of the given clips, streamed a few clips at a time."""
+    model = load_bundle(model_path).keras_model
+    table = read_clip_table(frames_path)
+    row_of = {path: row for row, path in enumerate(table["paths"])}
+    rows = [row_of[path] for path in clip_paths]
+    outputs = []
+    with h5py.File(frames_path, "r") as handle:
+        for start in range(0, len(rows), CLIPS_PER_BATCH):
+            frames = handle["frames"][rows[start:start + CLIPS_PER_BATCH]]      # (b, T, H, W, 3) uint8
+            outputs.append(model.predict_on_batch(frames))
+    return np.concatenate(outputs)
 
 
 def main() -> None:
     params = load_params()
     paths, top_k = params["paths"], params["evaluate"]["top_k"]
-    label_card = json.loads(Path(paths["labels"]).read_text())
-    classes = label_card["labels"]
+    classes = json.loads(Path(paths["labels"]).read_text())["labels"]
     x_test, y_test, clip_paths = load_split(paths["embeddings"], "test", classes)  # (n, seq_len, 1280)
     if len(x_test) == 0:
         raise SystemExit("no clip in the test split: nothing to evaluate (see data/manifest.csv)")
 
-    head = load_model(paths["head"])
-    probabilities = head.predict(x_test, batch_size=64, verbose=0)              # (n, num_classes)
-    predicted = probabilities.argmax(axis=1)
-
+    head_probabilities = load_model(paths["head"]).predict(x_test, batch_size=64, verbose=0)  # (n, classes)
+    served_probabilities = served_model_probabilities(paths["model"], paths["frames"], clip_paths)
+    predicted = served_probabilities.argmax(axis=1)
+    served = classification_metrics(y_test, served_probabilities, len(classes), top_k)
+    finetune_summary = json.loads((Path(paths["finetune_logs"]) / "summary.json").read_text())
     metrics = {
-        **classification_metrics(y_test, probabilities, len(classes), top_k),
+        **served,
         "num_classes": len(classes),
         "backbone_weights": read_attributes(paths["embeddings"])["weights_source"],
+        "finetune_enabled": finetune_summary["finetune_enabled"],
+        "precision_policy": finetune_summary["precision_policy"],
+        "served_model": served,
+        "head": classification_metrics(y_test, head_probabilities, len(classes), top_k),
+        # With fine-tuning off the two are the same function: this should be ~1e-6.
+        "served_vs_head_max_abs_diff": float(np.abs(served_probabilities - head_probabilities).max()),
         **refusal_counts(paths["manifest"]),
     }
     write_json(paths["metrics"], metrics)
@@ -114,7 +150,7 @@ def main() -> None:
         pd.DataFrame({"path": clip_paths, "actual": [classes[i] for i in y_test],
                       "predicted": [classes[i] for i in predicted]}).to_csv(tmp, index=False)
     plot_confusion_matrix(y_test, predicted, classes,
-                          f"Test split, head on cached embeddings (accuracy {metrics['test_accuracy']:.3f})",
+                          f"Test split, served model (accuracy {served['test_accuracy']:.3f})",
                           paths["confusion_png"])
     print(json.dumps(metrics, indent=2))
 

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stages.lib.backbone import BACKBONE_NAME, EMBEDDING_SIZE, PREPROCESSING, build_frame_encoder
-from stages.lib.engines import KerasFrameEngine
+from stages.lib.engines import make_frame_engine
 from stages.lib.params import load_params
 from stages.lib.storage import atomic_path, read_attributes, read_clip_table, write_clip_columns
 
@@ -52,10 +52,14 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return index, count
 
 
-def backbone_signature(weights_source: str, image_size: int) -> dict:
-    """What determines an embedding besides the frames: part of every cache key and the file's attributes."""
+def backbone_signature(weights_source: str, image_size: int, engine: str) -> dict:
+    """What determines an embedding besides the frames: part of every cache key and the file's attributes.
+
+    The engine is included because TFLite and Keras agree only to ~1e-5, and a
+    file must hold embeddings from one engine only.
+    """
     return {"backbone": BACKBONE_NAME, "weights_source": weights_source, "image_size": image_size,
-            "preprocessing": PREPROCESSING, "embedding_size": EMBEDDING_SIZE}
+            "preprocessing": PREPROCESSING, "embedding_size": EMBEDDING_SIZE, "engine": engine}
 
 
 def signature_digest(signature: dict) -> str:
@@ -96,7 +100,7 @@ def iterate_clip_frames(frames_path: Path, indices: list[int]) -> Iterator[tuple
     thread.join()
 
 
-def fill_cache(frames_path: Path, indices: list[int], engine: KerasFrameEngine, cache_dir: Path,
+def fill_cache(frames_path: Path, indices: list[int], engine, cache_dir: Path,
                digest: str) -> tuple[int, int]:
     """Embed every listed clip whose result is not cached yet; return (embedded, already cached)."""
     embedded = reused = 0
@@ -138,14 +142,16 @@ def main(argv: list[str] | None = None) -> None:
     frames_path = Path(params["paths"]["frames"])
     frame_attributes = read_attributes(frames_path)
     encoder, weights_source = build_frame_encoder(frame_attributes["image_size"], params["backbone"]["weights"])
-    signature = backbone_signature(weights_source, frame_attributes["image_size"])
+    signature = backbone_signature(weights_source, frame_attributes["image_size"], params["extract"]["engine"])
     digest = signature_digest(signature)
     cache_dir = Path(params["paths"]["embedding_cache"])
 
     with h5py.File(frames_path, "r") as handle:
         clip_count = handle["frames"].shape[0]
     indices = [index for index in range(clip_count) if index % shard_count == shard_index]
-    engine = KerasFrameEngine(encoder, params["extract"]["batch_size"])
+    # The TFLite flatbuffer is cached beside the embeddings it produced, under the same digest.
+    engine = make_frame_engine(encoder, params["extract"]["engine"], params["extract"]["batch_size"],
+                               tflite_cache=cache_dir / digest / "frame_encoder.tflite")
     embedded, reused = fill_cache(frames_path, indices, engine, cache_dir, digest)
     print(f"embedded {embedded} clips, reused {reused} from the cache ({engine.name})")
     if shard_count > 1:
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     attributes = {**signature, **{key: frame_attributes[key] for key in
                                   ("seq_len", "color_order", "sample_fps", "data_source")},
-                  "frame_preprocessing": frame_attributes["preprocessing"], "engine": engine.name,
+                  "frame_preprocessing": frame_attributes["preprocessing"], "engine_name": engine.name,
                   "layout": "(clip, time, embedding)"}
     assemble_embeddings(frames_path, Path(params["paths"]["embeddings"]), cache_dir, digest, attributes)
     print(f"wrote {params['paths']['embeddings']}: {clip_count} clips")

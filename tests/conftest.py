@@ -45,6 +45,17 @@ def gray_ramp_frames(count: int, height: int = 48, width: int = 64) -> np.ndarra
     return np.stack([np.full((height, width, 3), 10 + 20 * i, np.uint8) for i in range(count)])
 
 
+def write_frame_images(folder: Path, frames_bgr: np.ndarray, name: str = "frame_{index}.jpg") -> list[Path]:
+    """Write (n, H, W, 3) uint8 BGR frames as one image each; `name` formats the file name from the index."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, frame in enumerate(frames_bgr):
+        path = folder / name.format(index=index)
+        assert cv2.imwrite(str(path), frame), f"OpenCV cannot write {path}"
+        paths.append(path)
+    return paths
+
+
 def deep_update(target: dict, changes: dict) -> dict:
     for key, value in changes.items():
         if isinstance(value, dict):
@@ -54,23 +65,31 @@ def deep_update(target: dict, changes: dict) -> dict:
     return target
 
 
-def run(command: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run a command with this interpreter's environment first on PATH; fail with its output."""
+def command_env(cwd: Path) -> dict[str, str]:
+    """This interpreter's environment first on PATH, and `cwd` importable (its `stages` package)."""
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = str(cwd)
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return env
+
+
+def run_unchecked(command: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run a command like `run`, but hand back a failing result instead of raising."""
+    return subprocess.run(command, cwd=cwd, env=command_env(cwd), capture_output=True, text=True, timeout=timeout)
+
+
+def run(command: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run a command with this interpreter's environment first on PATH; fail with its output."""
+    result = run_unchecked(command, cwd, timeout)
     if result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n"
                              f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
 
 
-@pytest.fixture
-def workspace(tmp_path: Path):
-    """A copy of the pipeline (code, dvc.yaml, tiny params) in its own git + DVC repository."""
-    root = tmp_path / "repo"
-    root.mkdir()
+def make_workspace(root: Path) -> Path:
+    """A copy of the pipeline (code, dvc.yaml, tiny params) in its own git + DVC repository at `root`."""
+    root.mkdir(parents=True)
     shutil.copytree(REPO_ROOT / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
     params = deep_update(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), TINY_PARAMS)
@@ -87,6 +106,38 @@ def workspace(tmp_path: Path):
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "tiny pipeline"], root)
     return root
+
+
+@pytest.fixture
+def workspace(tmp_path: Path):
+    """A fresh tiny pipeline repository for one test."""
+    return make_workspace(tmp_path / "repo")
+
+
+@pytest.fixture(scope="session")
+def trained_workspace(tmp_path_factory):
+    """A tiny pipeline run once through `dvc repro` with pretrained weights, shared read-only by tests."""
+    root = make_workspace(tmp_path_factory.mktemp("trained") / "repo")
+    set_params(root, {"backbone": {"weights": "imagenet"}, "train": {"epochs": 15, "lstm_units": 16}})
+    run([sys.executable, "-m", "dvc", "repro"], root)
+    return root
+
+
+def make_stage_workspace(root: Path, changes: dict | None = None) -> Path:
+    """The stages and tiny params in `root`, without git or DVC: enough for `python -m stages.<name>`."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO_ROOT / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    params = deep_update(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), TINY_PARAMS)
+    (root / "params.yaml").write_text(yaml.safe_dump(deep_update(params, changes or {}), sort_keys=False))
+    for folder in ("data", "features", "models", "reports"):
+        (root / folder).mkdir(exist_ok=True)
+    return root
+
+
+@pytest.fixture
+def stage_workspace(tmp_path: Path) -> Path:
+    """A light copy of the pipeline (no git, no DVC) for running single stages."""
+    return make_stage_workspace(tmp_path / "stages_workspace")
 
 
 def set_params(root: Path, changes: dict) -> None:

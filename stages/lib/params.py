@@ -16,10 +16,18 @@ from typing import Any
 
 import yaml
 
+from stages.lib.splits import SPLIT_MODES
+
 PARAMS_FILE = Path("params.yaml")
 
-DATA_SOURCES = ("synthetic", "folder")
+DATA_SOURCES = ("synthetic", "folder", "frames", "lsa64", "wlasl")   # readers in stages/lib/datasets.py
+# Sources whose index fixes a split, so `data.split: given` has something to keep.
+SOURCES_WITH_GIVEN_SPLIT = ("synthetic", "wlasl")
+# Frame-folder rates above this are almost surely a typo (cameras top out around 240).
+MAX_FRAMES_FPS = 1000
 BACKBONE_NAMED_WEIGHTS = ("imagenet", "random")
+FRAME_ENGINES = ("tflite", "keras")
+PRECISION_POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # MobileNetV2 needs at least 32 px (five stride-2 stages); larger than 512 only
 # costs time, so such a value is almost surely a typo.
 IMAGE_SIZE_RANGE = (32, 512)
@@ -48,8 +56,17 @@ def validate_params(params: dict[str, Any]) -> None:
         require_int(base, "base", "seq_len", minimum=2)
         require_int(base, "base", "image_size", minimum=IMAGE_SIZE_RANGE[0], maximum=IMAGE_SIZE_RANGE[1])
     if "data" in params:
-        require_choice(params["data"], "data", "source", DATA_SOURCES)
-        require_present(params["data"], "data", "path")
+        data = params["data"]
+        source = require_choice(data, "data", "source", DATA_SOURCES)
+        require_present(data, "data", "path")
+        split = require_choice(data, "data", "split", SPLIT_MODES)
+        if split == "given" and source not in SOURCES_WITH_GIVEN_SPLIT:
+            raise ParamsError(
+                f"data.split is 'given' but data.source {source!r} fixes no split; "
+                f"given needs one of: {', '.join(SOURCES_WITH_GIVEN_SPLIT)}; "
+                f"otherwise use one of: {', '.join(mode for mode in SPLIT_MODES if mode != 'given')}"
+            )
+        require_number(data, "data", "frames_fps", minimum=0.0, maximum=MAX_FRAMES_FPS)
     if "backbone" in params:
         weights = require_present(params["backbone"], "backbone", "weights")
         if weights not in BACKBONE_NAMED_WEIGHTS and not Path(str(weights)).suffix == ".h5":
@@ -72,16 +89,49 @@ def validate_params(params: dict[str, Any]) -> None:
         require_int(params["sample"], "sample", "min_frames", minimum=1)
         for key in ("val_fraction", "test_fraction"):
             require_number(params["sample"], "sample", key, minimum=0.0, maximum=0.5)
+        if params["sample"]["val_fraction"] + params["sample"]["test_fraction"] >= 1.0:
+            raise ParamsError("sample.val_fraction + sample.test_fraction must leave clips for training (sum < 1)")
     if "extract" in params:
         require_int(params["extract"], "extract", "batch_size", minimum=1)
+        require_choice(params["extract"], "extract", "engine", FRAME_ENGINES)
     if "train" in params:
         train = params["train"]
         for key in ("lstm_units", "batch_size", "epochs", "patience"):
             require_int(train, "train", key, minimum=1)
         require_number(train, "train", "learning_rate", minimum=1e-7, maximum=1.0)
         require_number(train, "train", "dropout", minimum=0.0, maximum=0.9)
+    if "finetune" in params:
+        validate_finetune(params["finetune"])
     if "evaluate" in params:
         require_int(params["evaluate"], "evaluate", "top_k", minimum=1)
+    if "app" in params:
+        validate_app(params["app"])
+
+
+def validate_app(app: dict) -> None:
+    """The Streamlit app's section (read by app/settings.py; no stage reads it)."""
+    # Streamlit holds an upload in memory: beyond a few GB a value is surely a typo.
+    require_int(app, "app", "max_upload_mb", minimum=1, maximum=4096)
+    require_int(app, "app", "smoothing_steps", minimum=1, maximum=10)   # the Live page's slider range
+    require_number(app, "app", "confidence_threshold", minimum=0.0, maximum=1.0)
+    require_int(app, "app", "history_length", minimum=1, maximum=100)
+    require_int(app, "app", "gallery_clips", minimum=1, maximum=48)
+
+
+def validate_finetune(finetune: dict) -> None:
+    if not isinstance(require_present(finetune, "finetune", "enabled"), bool):
+        raise ParamsError(f"finetune.enabled must be true or false, got {finetune['enabled']!r}")
+    require_int(finetune, "finetune", "unfreeze_blocks", minimum=0, maximum=16)
+    require_int(finetune, "finetune", "epochs", minimum=1)
+    require_int(finetune, "finetune", "batch_size", minimum=1)
+    require_number(finetune, "finetune", "learning_rate", minimum=1e-8, maximum=1.0)
+    require_choice(finetune, "finetune", "mixed_precision", PRECISION_POLICIES)
+    augment = require_present(finetune, "finetune", "augment")
+    require_number(augment, "finetune.augment", "crop_scale_min", minimum=0.3, maximum=1.0)
+    for key, maximum in (("rotation_degrees", 45), ("brightness", 0.5), ("contrast", 0.5), ("time_jitter", 0.5)):
+        require_number(augment, "finetune.augment", key, minimum=0.0, maximum=maximum)
+    if not isinstance(require_present(augment, "finetune.augment", "horizontal_flip"), bool):
+        raise ParamsError("finetune.augment.horizontal_flip must be true or false")
 
 
 def require_present(section: dict, section_name: str, key: str) -> Any:
