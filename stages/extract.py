@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import queue
@@ -66,31 +67,49 @@ def signature_digest(signature: dict) -> str:
     return hashlib.sha256(json.dumps(signature, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def clip_cache_path(cache_dir: Path, digest: str, frames: np.ndarray) -> Path:
+def clip_key(frames: np.ndarray) -> str:
+    """Content hash of a clip's frames: the cache key (BLAKE2b: fast, and hashlib frees the GIL meanwhile)."""
+    return hashlib.blake2b(frames.tobytes(), digest_size=20).hexdigest()
+
+
+def clip_cache_path(cache_dir: Path, digest: str, key: str) -> Path:
     """Cache file for one clip, named by the hash of its frames (content, not file name)."""
-    key = hashlib.sha256(frames.tobytes()).hexdigest()
     return cache_dir / digest / key[:2] / f"{key}.npy"
 
 
+def npy_size(shape: tuple[int, ...]) -> int:
+    """Bytes of a complete float32 .npy file of this shape (header included)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(shape, np.float32))
+    return buffer.tell()
+
+
 def save_atomically(path: Path, array: np.ndarray) -> None:
+    """Write to a private partial file, then rename: a killed process never leaves a half file
+    under the real name. (No fsync: a process kill keeps written bytes; after a machine crash
+    `is_complete` below catches a torn file and the clip is simply embedded again.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + f".{os.getpid()}.partial")
     with partial.open("wb") as handle:
         np.save(handle, array)
-        handle.flush()
-        os.fsync(handle.fileno())  # the rename below must never expose a file whose bytes are not on disk
     os.replace(partial, path)
 
 
-def iterate_clip_frames(frames_path: Path, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (clip index, frames (seq_len, H, W, 3) uint8), read on a background thread."""
+def is_complete(path: Path, expected_bytes: int) -> bool:
+    return path.exists() and path.stat().st_size == expected_bytes
+
+
+def iterate_clip_frames(frames_path: Path, indices: list[int]) -> Iterator[tuple[int, np.ndarray, str]]:
+    """Yield (clip index, frames (seq_len, H, W, 3) uint8, content key), read and hashed on a
+    background thread so that reading overlaps the backbone's compute."""
     buffer: queue.Queue = queue.Queue(maxsize=PREFETCH_CLIPS)
     done = object()
 
     def reader() -> None:
         with h5py.File(frames_path, "r") as handle:
             for index in indices:
-                buffer.put((index, handle["frames"][index]))
+                frames = handle["frames"][index]
+                buffer.put((index, frames, clip_key(frames)))
         buffer.put(done)
 
     thread = threading.Thread(target=reader, daemon=True)
@@ -104,15 +123,17 @@ def fill_cache(frames_path: Path, indices: list[int], engine, cache_dir: Path,
                digest: str) -> tuple[int, int]:
     """Embed every listed clip whose result is not cached yet; return (embedded, already cached)."""
     embedded = reused = 0
+    with h5py.File(frames_path, "r") as handle:
+        expected_bytes = npy_size((handle["frames"].shape[1], EMBEDDING_SIZE))
     progress = tqdm(iterate_clip_frames(frames_path, indices), total=len(indices), desc="extract", unit="clip")
-    for _, frames in progress:
-        target = clip_cache_path(cache_dir, digest, frames)
-        if target.exists():
+    for _, frames, key in progress:
+        target = clip_cache_path(cache_dir, digest, key)
+        if is_complete(target, expected_bytes):
             reused += 1
             continue
         save_atomically(target, engine.embed(frames))   # (seq_len, 1280) float32
         embedded += 1
-        progress.set_postfix(new=embedded, cached=reused)
+        progress.set_postfix(new=embedded, cached=reused, refresh=False)
     return embedded, reused
 
 
@@ -126,7 +147,7 @@ def assemble_embeddings(frames_path: Path, output_path: Path, cache_dir: Path, d
             embeddings = handle.create_dataset("embeddings", shape=(clip_count, seq_len, EMBEDDING_SIZE),
                                                dtype="float32", chunks=(1, seq_len, EMBEDDING_SIZE))
             for index in range(clip_count):
-                cached = clip_cache_path(cache_dir, digest, source["frames"][index])
+                cached = clip_cache_path(cache_dir, digest, clip_key(source["frames"][index]))
                 embeddings[index] = np.load(cached)
             write_clip_columns(handle, table)
             handle.attrs.update(attributes)

@@ -25,6 +25,7 @@ TINY_PARAMS = {
                  "width": 96, "height": 72, "seconds": 0.8},
     "sample": {"min_frames": 3},
     "train": {"epochs": 3, "patience": 2, "batch_size": 4, "lstm_units": 8},
+    "benchmark": {"repeats": 2, "live_steps": 10, "eager_steps": 2, "extract_clips": 2, "e2e_steps": 1},
 }
 
 

@@ -21,7 +21,8 @@ def stages_run(dvc_output: str) -> set[str]:
 def test_repro_then_experiment_reruns_only_train_and_after(workspace):
     set_params(workspace, {"backbone": {"weights": "random"}})  # features are not the point here
     first = run(DVC + ["repro"], workspace)
-    assert stages_run(first.stdout) == {"generate", "sample", "extract", "train", "evaluate"}
+    assert stages_run(first.stdout) == {"generate", "sample", "extract", "train", "finetune", "evaluate",
+                                        "benchmark"}
 
     metrics = json.loads((workspace / "reports/metrics.json").read_text())
     assert REQUIRED_METRICS <= metrics.keys()
@@ -36,7 +37,8 @@ def test_repro_then_experiment_reruns_only_train_and_after(workspace):
         assert handle.attrs["weights_source"].startswith("random")
     for artifact in ("models/head.keras", "models/labels.json", "reports/per_class.csv",
                      "reports/confusion_matrix.png", "reports/predictions.csv",
-                     "reports/train/metrics.json"):
+                     "reports/train/metrics.json", "models/model.keras", "models/model.json",
+                     "reports/benchmark.json"):
         assert (workspace / artifact).exists(), artifact
 
     again = run(DVC + ["repro"], workspace)
@@ -45,7 +47,7 @@ def test_repro_then_experiment_reruns_only_train_and_after(workspace):
     run(["git", "add", "-A"], workspace)
     run(["git", "commit", "-qm", "baseline results"], workspace)
     experiment = run(DVC + ["exp", "run", "-S", "train.learning_rate=0.01"], workspace)
-    assert stages_run(experiment.stdout) == {"train", "evaluate"}
+    assert stages_run(experiment.stdout) == {"train", "finetune", "evaluate", "benchmark"}
 
     diff = run(DVC + ["metrics", "diff", "--all"], workspace)
     assert "reports/metrics.json" in diff.stdout and "test_accuracy" in diff.stdout

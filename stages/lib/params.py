@@ -104,6 +104,9 @@ def validate_params(params: dict[str, Any]) -> None:
         validate_finetune(params["finetune"])
     if "evaluate" in params:
         require_int(params["evaluate"], "evaluate", "top_k", minimum=1)
+    if "benchmark" in params:
+        for key in ("repeats", "live_steps", "eager_steps", "extract_clips", "e2e_steps"):
+            require_int(params["benchmark"], "benchmark", key, minimum=1)
     if "app" in params:
         validate_app(params["app"])
 

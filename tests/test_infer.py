@@ -1,0 +1,61 @@
+"""The inference CLI on a tiny trained pipeline: clip and stream modes, JSON, bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import command_env, run
+
+CLI = [sys.executable, "-m", "stages.infer"]
+
+
+@pytest.fixture(scope="module")
+def test_clip(trained_workspace):
+    index = (trained_workspace / "data/synthetic/index.csv").read_text().splitlines()
+    path, label = next(line.split(",")[:2] for line in index[1:] if line.endswith(",test"))
+    return trained_workspace / "data/synthetic" / path
+
+
+@pytest.mark.parametrize("mode", ["clip", "stream"])
+def test_json_output_ranks_every_class(trained_workspace, test_clip, mode):
+    result = run(CLI + [str(test_clip), "--mode", mode, "--json"], trained_workspace)
+    output = json.loads(result.stdout.strip().splitlines()[-1])
+    labels = json.loads((trained_workspace / "models/model.json").read_text())["labels"]
+    assert set(output["probs"]) == set(labels)
+    assert abs(sum(output["probs"].values()) - 1.0) < 1e-4
+    assert len(output["top"]) == 3 and output["label"] == output["top"][0][0]
+    assert output["top"][0][1] == max(output["probs"].values())
+
+
+def test_clip_mode_agrees_with_the_evaluate_stage(trained_workspace, test_clip):
+    """The CLI and evaluate both run the served graph on the same sampled frames."""
+    result = run(CLI + [str(test_clip), "--json"], trained_workspace)
+    predicted = json.loads(result.stdout.strip().splitlines()[-1])["label"]
+    predictions = (trained_workspace / "reports/predictions.csv").read_text().splitlines()
+    relative = test_clip.relative_to(trained_workspace).as_posix()
+    row = next(line for line in predictions if line.startswith(relative + ","))
+    assert row.split(",")[2] == predicted
+
+
+def test_a_bad_file_gets_a_message_not_a_traceback(trained_workspace, tmp_path):
+    bogus = tmp_path / "bogus.mp4"
+    bogus.write_bytes(b"\x00not a video" * 100)
+    result = subprocess.run(CLI + [str(bogus)], cwd=trained_workspace, env=command_env(trained_workspace),
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "bogus.mp4: cannot open as video" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_benchmark_reports_every_figure(trained_workspace):
+    figures = json.loads((trained_workspace / "reports/benchmark.json").read_text())
+    for key in ("extract_pipeline_fps_best", "extract_engine_raw_fps_best", "extract_pipeline_vs_raw_engine",
+                "live_step_tflite_ms_p50", "live_step_tflite_ms_p95", "live_step_keras_eager_ms_p50",
+                "live_step_speedup_vs_eager", "full_clip_keras_ms_p50", "full_clip_tflite_ms_p50",
+                "head_epoch_seconds_median", "end_to_end_frozen_epoch_seconds_estimated",
+                "head_epoch_speedup_vs_end_to_end", "cpu_model", "cpu_cores"):
+        assert key in figures, key
+    assert figures["extract_pipeline_fps_best"] > 0 and figures["live_step_tflite_ms_p50"] > 0
+    assert any(key.startswith("extract_peak_rss_mb_") for key in figures)
