@@ -3,6 +3,10 @@
 Usage:
     python -m stages.sample            # reads params.yaml: base, data, sample
 
+Reads the clips under `data.path` in the layout `data.source` names (see
+stages/lib/datasets.py), splits them by `data.split` (stages/lib/splits.py),
+and samples each with stages/lib/video.py in worker processes.
+
 Writes
 - `paths.frames` (HDF5): `frames` (N, seq_len, image_size, image_size, 3) uint8
   RGB for the N usable clips, with per-clip `paths`, `labels`, `splits`,
@@ -11,12 +15,17 @@ Writes
   path,label,split,signer,status,reason,num_frames,fps.
 
 A file that cannot be used never stops the stage: its row says `refused` and
-why. Both outputs are written atomically.
+why, and a class left without a usable clip is named in a warning. Both
+outputs are written to temporary files, flushed to disk, and renamed into
+place only once both are complete: a killed run (even SIGKILL) leaves the
+previous outputs, never a half-written file. The stage fails, after writing
+the manifest, only when not one clip is usable.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, replace
 from multiprocessing import Pool
 from pathlib import Path
 from typing import Iterable
@@ -28,9 +37,9 @@ from tqdm import tqdm
 
 from stages.lib.datasets import FoundFile, discover
 from stages.lib.params import load_params
-from stages.lib.splits import assign_split
+from stages.lib.splits import SPLITS, assign_split
 from stages.lib.storage import atomic_path, write_clip_columns
-from stages.lib.video import COLOR_ORDER, PREPROCESSING_DESCRIPTION, ClipRefused, sample_video
+from stages.lib.video import COLOR_ORDER, PREPROCESSING_DESCRIPTION, ClipRefused, refusal_kind, sample_clip
 
 MANIFEST_COLUMNS = ["path", "label", "split", "signer", "status", "reason", "num_frames", "fps"]
 
@@ -50,16 +59,16 @@ def display_path(path: Path) -> str:
         return absolute.as_posix()
 
 
-def sample_one(job: tuple[FoundFile, str, int, int, int]) -> SampleResult:
+def sample_one(job: tuple[FoundFile, str, int, int, int, float]) -> SampleResult:
     """Sample one found file into a manifest row and frames (runs in a worker process)."""
-    found, split, seq_len, image_size, min_frames = job
+    found, split, seq_len, image_size, min_frames, frames_fps = job
     row = {"path": display_path(found.path), "label": found.label, "split": split,
            "signer": found.signer, "status": "refused", "reason": found.refusal,
            "num_frames": 0, "fps": 0.0}
     if found.refusal:
         return SampleResult(row, None)
     try:
-        clip = sample_video(found.path, seq_len, image_size, min_frames, found.frame_range)
+        clip = sample_clip(found.path, seq_len, image_size, min_frames, found.frame_range, frames_fps)
     except ClipRefused as refusal:
         row["reason"] = str(refusal)
         return SampleResult(row, None)
@@ -70,13 +79,40 @@ def sample_one(job: tuple[FoundFile, str, int, int, int]) -> SampleResult:
     return SampleResult(row, clip.frames)
 
 
+def split_mode(data: dict) -> str:
+    """`data.split`, except that synthetic data always keeps its index's held-out signers.
+
+    The generator fixes exactly which signers are validation and test; hashing
+    ten signers could leave the test split empty.
+    """
+    return "given" if data["source"] == "synthetic" else data["split"]
+
+
+def clip_key(path: Path, root: Path) -> str:
+    """The clip's path relative to the dataset root, NFC-normalised: what the split hashes.
+
+    Relative to the root (not the working folder) and normalised, so the same
+    dataset gets the same split on every machine, wherever it is mounted.
+    """
+    try:
+        relative = path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        relative = path.as_posix()
+    return unicodedata.normalize("NFC", relative)
+
+
 def plan_jobs(found_files: list[FoundFile], params: dict) -> list[tuple]:
-    base, sample = params["base"], params["sample"]
+    base, data, sample = params["base"], params["data"], params["sample"]
+    mode, root = split_mode(data), Path(data["path"])
     jobs = []
     for found in found_files:
-        split = assign_split(found.label, found.signer, display_path(found.path), found.given_split,
-                             sample["val_fraction"], sample["test_fraction"], base["seed"])
-        jobs.append((found, split, base["seq_len"], base["image_size"], sample["min_frames"]))
+        try:
+            split = assign_split(found.label, found.signer, clip_key(found.path, root), found.given_split,
+                                 sample["val_fraction"], sample["test_fraction"], base["seed"], mode=mode)
+        except ValueError as error:   # an index entry with a split we do not know: one bad item, not a crash
+            found, split = replace(found, refusal=found.refusal or f"unknown split in the index: {error}"), ""
+        jobs.append((found, split, base["seq_len"], base["image_size"], sample["min_frames"],
+                     float(data["frames_fps"])))
     return jobs
 
 
@@ -90,65 +126,122 @@ def sampling_rate(rows: list[dict], seq_len: int) -> float:
     return float(seq_len / np.median(durations)) if durations else 0.0
 
 
-def write_frames_file(path: Path, results: Iterable[SampleResult], params: dict) -> list[dict]:
-    """Stream usable clips into one HDF5 file as they arrive; return every manifest row.
+def write_outputs(frames_path: Path, manifest_path: Path, results: Iterable[SampleResult],
+                  params: dict) -> pd.DataFrame:
+    """Write the frames file and the manifest; both replace the old ones only once both are complete."""
+    with atomic_path(frames_path) as frames_tmp, atomic_path(manifest_path) as manifest_tmp:
+        rows = write_frames_file(frames_tmp, results, params)
+        manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+        manifest.to_csv(manifest_tmp, index=False)
+        for tmp in (frames_tmp, manifest_tmp):
+            flush_to_disk(tmp)
+    return manifest
 
-    The frames dataset grows clip by clip, so memory does not grow with the dataset.
+
+def flush_to_disk(path: Path) -> None:
+    """fsync a finished file, so the rename that follows never exposes bytes not yet on disk."""
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def write_frames_file(path: Path, results: Iterable[SampleResult], params: dict) -> list[dict]:
+    """Stream usable clips into one HDF5 file at `path` as they arrive; return every manifest row.
+
+    The frames dataset grows clip by clip, so memory does not grow with the
+    dataset. `path` should be a temporary one (see `write_outputs`).
     """
     seq_len, image_size = params["base"]["seq_len"], params["base"]["image_size"]
     rows: list[dict] = []
     usable_rows: list[dict] = []
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as handle:
-            frames = handle.create_dataset(
-                "frames", shape=(0, seq_len, image_size, image_size, 3), dtype="uint8",
-                maxshape=(None, seq_len, image_size, image_size, 3),
-                chunks=(1, seq_len, image_size, image_size, 3), compression="lzf")
-            for result in results:
-                rows.append(result.row)
-                if result.frames is None:
-                    continue
-                frames.resize(len(usable_rows) + 1, axis=0)
-                frames[len(usable_rows)] = result.frames
-                usable_rows.append(result.row)
-            write_clip_columns(handle, {
-                "paths": [r["path"] for r in usable_rows], "labels": [r["label"] for r in usable_rows],
-                "splits": [r["split"] for r in usable_rows], "signers": [r["signer"] for r in usable_rows]})
-            handle.create_dataset("num_frames", data=np.array([r["num_frames"] for r in usable_rows], np.int64))
-            handle.create_dataset("fps", data=np.array([r["fps"] for r in usable_rows], np.float64))
-            handle.attrs.update({
-                "seq_len": seq_len, "image_size": image_size, "color_order": COLOR_ORDER,
-                "layout": "(clip, time, height, width, channel)", "preprocessing": PREPROCESSING_DESCRIPTION,
-                "sample_fps": sampling_rate(rows, seq_len), "data_source": params["data"]["source"],
-            })
+    with h5py.File(path, "w") as handle:
+        frames = handle.create_dataset(
+            "frames", shape=(0, seq_len, image_size, image_size, 3), dtype="uint8",
+            maxshape=(None, seq_len, image_size, image_size, 3),
+            chunks=(1, seq_len, image_size, image_size, 3), compression="lzf")
+        for result in results:
+            rows.append(result.row)
+            if result.frames is None:
+                continue
+            frames.resize(len(usable_rows) + 1, axis=0)
+            frames[len(usable_rows)] = result.frames
+            usable_rows.append(result.row)
+        write_clip_columns(handle, {
+            "paths": [r["path"] for r in usable_rows], "labels": [r["label"] for r in usable_rows],
+            "splits": [r["split"] for r in usable_rows], "signers": [r["signer"] for r in usable_rows]})
+        handle.create_dataset("num_frames", data=np.array([r["num_frames"] for r in usable_rows], np.int64))
+        handle.create_dataset("fps", data=np.array([r["fps"] for r in usable_rows], np.float64))
+        handle.attrs.update({
+            "seq_len": seq_len, "image_size": image_size, "color_order": COLOR_ORDER,
+            "layout": "(clip, time, height, width, channel)", "preprocessing": PREPROCESSING_DESCRIPTION,
+            "sample_fps": sampling_rate(rows, seq_len), "data_source": params["data"]["source"],
+        })
     return rows
 
 
 def check_classes_have_clips(manifest: pd.DataFrame) -> list[str]:
-    """Warnings for classes left without usable training clips (named, not a traceback)."""
+    """Warnings naming each class left without a usable clip, or without a usable training clip."""
     labelled = manifest[manifest["label"] != ""]
-    usable_train = labelled[(labelled["status"] == "ok") & (labelled["split"] == "train")]
-    return [f"class {label!r} has no usable training clip; it cannot be learned"
-            for label in sorted(set(labelled["label"]) - set(usable_train["label"]))]
+    warnings = []
+    for label, rows in labelled.groupby("label", sort=True):
+        usable = rows[rows["status"] == "ok"]
+        if usable.empty:
+            warnings.append(f"class {label!r} has no usable clip: all {len(rows)} of its files were refused "
+                            f"({describe_reasons(rows['reason'])}); it cannot be learned")
+        elif not (usable["split"] == "train").any():
+            warnings.append(f"class {label!r} has no usable training clip (usable clips: {len(usable)}, all in "
+                            f"{' and '.join(sorted(set(usable['split'])))}); it cannot be learned")
+    return warnings
+
+
+def check_splits_have_clips(manifest: pd.DataFrame, val_fraction: float, test_fraction: float) -> list[str]:
+    """Warnings for a split that should hold clips but holds none (few signers, unlucky hash)."""
+    usable = manifest[manifest["status"] == "ok"]
+    expected = {"train": True, "val": val_fraction > 0, "test": test_fraction > 0}
+    return [f"split {split!r} has no usable clip: with few signers or clips the hashed split can leave one "
+            f"empty; try another base.seed, more clips, or data.split: stratified"
+            for split in SPLITS if expected[split] and not usable.empty and not (usable["split"] == split).any()]
+
+
+def describe_reasons(reasons: pd.Series) -> str:
+    """'2 empty file (0 bytes), 1 too short': refusal kinds with counts, most frequent first."""
+    counts = reasons.map(refusal_kind).value_counts()
+    return ", ".join(f"{count} {kind}" for kind, count in counts.items())
+
+
+def report(manifest: pd.DataFrame, params: dict) -> None:
+    """Print what was used and refused, by reason, and a warning for each class or split left empty."""
+    refused = manifest[manifest["status"] != "ok"]
+    print(f"sampled {len(manifest) - len(refused)} clips; refused {len(refused)} files "
+          f"(see {params['paths']['manifest']})")
+    kinds = refused["reason"].map(refusal_kind)
+    for kind, count in kinds.value_counts().items():
+        example = refused[kinds == kind].iloc[0]    # details differ per file: show one, the manifest has all
+        print(f"  {count:4d} refused, {kind} (e.g. {example['path']}: {example['reason']})")
+    sample = params["sample"]
+    for warning in (check_classes_have_clips(manifest)
+                    + check_splits_have_clips(manifest, sample["val_fraction"], sample["test_fraction"])):
+        print(f"WARNING: {warning}")
 
 
 def main() -> None:
     params = load_params()
-    found_files = discover(params["data"]["source"], params["data"]["path"])
+    data = params["data"]
+    if data["source"] == "synthetic" and data["split"] != "given":
+        print(f"synthetic data: split by its index's held-out signers (data.split {data['split']!r} not used)")
+    try:
+        found_files = discover(data["source"], data["path"])
+    except (FileNotFoundError, ValueError) as error:   # a wrong data.path or layout: say so, no traceback
+        raise SystemExit(f"sample: {error}") from None
     jobs = plan_jobs(found_files, params)
     # Workers return results in input order (imap), so output order is deterministic.
     with Pool(os.cpu_count() or 1) as pool:
         results = tqdm(pool.imap(sample_one, jobs, chunksize=2), total=len(jobs), desc="sample", unit="file")
-        rows = write_frames_file(Path(params["paths"]["frames"]), results, params)
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    with atomic_path(params["paths"]["manifest"]) as tmp:
-        manifest.to_csv(tmp, index=False)
-    refused = manifest[manifest["status"] != "ok"]
-    print(f"sampled {len(manifest) - len(refused)} clips; refused {len(refused)} files (see {params['paths']['manifest']})")
-    for reason, count in refused["reason"].value_counts().items():
-        print(f"  {count:4d} refused: {reason}")
-    for warning in check_classes_have_clips(manifest):
-        print(f"WARNING: {warning}")
+        manifest = write_outputs(Path(params["paths"]["frames"]), Path(params["paths"]["manifest"]),
+                                 results, params)
+    report(manifest, params)
+    if not (manifest["status"] == "ok").any():
+        raise SystemExit(f"sample: not one usable clip among {len(manifest)} files found under {data['path']} "
+                         f"(data.source: {data['source']}); each file's reason is in {params['paths']['manifest']}")
 
 
 if __name__ == "__main__":

@@ -3,22 +3,30 @@
 Usage:
     from stages.lib.splits import assign_split
     split = assign_split(label="wave", signer="s03", clip_key="wave/clip1.mp4",
-                         given_split="", val_fraction=0.15, test_fraction=0.15, seed=42)
+                         given_split="", val_fraction=0.15, test_fraction=0.15, seed=42,
+                         mode="signer")
 
-Rules, in order:
-1. a split the dataset fixes (the synthetic index, a WLASL index) is kept;
-2. when the signer is known, the whole signer goes to one split, so the test
-   set measures how the model does on people it has never seen;
-3. otherwise each clip goes by itself, within its class (stratified).
+Modes (`data.split`):
+- given: a split the dataset fixes (the synthetic index, a WLASL index) is
+  kept; a clip the index gives no split falls back to the signer rule;
+- signer: the dataset's split is ignored; when the signer is known, the whole
+  signer goes to one split, so the test set measures how the model does on
+  people it has never seen; a clip with no signer goes by itself, within its
+  class (the stratified rule);
+- stratified: each clip goes by itself, within its class; signers are ignored
+  (clips of one person may then sit in train and test).
 
-Assignment hashes the signer (or the clip) with the seed, so it depends on
-nothing else: adding clips later never moves an existing clip to another split.
+Assignment hashes the signer (or the class and clip) with the seed, so it
+depends on nothing else: adding clips later never moves an existing clip to
+another split. The price: with few signers the fractions are only met on
+average (the sample stage warns when a split ends up empty).
 """
 from __future__ import annotations
 
 import hashlib
 
 SPLITS = ("train", "val", "test")
+SPLIT_MODES = ("given", "signer", "stratified")
 
 
 def unit_hash(*parts: str) -> float:
@@ -36,12 +44,14 @@ def split_for_fraction(position: float, val_fraction: float, test_fraction: floa
 
 
 def assign_split(label: str, signer: str, clip_key: str, given_split: str,
-                 val_fraction: float, test_fraction: float, seed: int) -> str:
-    """train | val | test for one clip, by the rules in the module docstring."""
-    if given_split:
+                 val_fraction: float, test_fraction: float, seed: int, mode: str = "given") -> str:
+    """train | val | test for one clip, by the rules of `mode` in the module docstring."""
+    if mode not in SPLIT_MODES:
+        raise ValueError(f"split mode {mode!r}; allowed: {', '.join(SPLIT_MODES)}")
+    if mode == "given" and given_split:
         if given_split not in SPLITS:
             raise ValueError(f"split {given_split!r} in the dataset index; allowed: {', '.join(SPLITS)}")
         return given_split
-    if signer:
+    if signer and mode != "stratified":
         return split_for_fraction(unit_hash(str(seed), "signer", signer), val_fraction, test_fraction)
     return split_for_fraction(unit_hash(str(seed), "clip", label, clip_key), val_fraction, test_fraction)

@@ -1,9 +1,10 @@
 """The one home of frame preprocessing: reading, colour order, resizing, temporal sampling.
 
 Usage:
-    from stages.lib.video import sample_video, prepare_frame
+    from stages.lib.video import sample_clip, sample_video, prepare_frame
     clip = sample_video("data/synthetic/wave/s00_r0.mp4", seq_len=20, image_size=224)
     clip.frames            # (seq_len, 224, 224, 3) uint8, RGB
+    clip = sample_clip("frames/hello/clip01", seq_len=20, image_size=224)  # a folder of frame images
     rgb = prepare_frame(bgr_camera_frame, image_size=224)   # (224, 224, 3) uint8, RGB
 
 The sample stage, the extract stage, the live streaming path, the app and the
@@ -18,17 +19,27 @@ Conventions, fixed here and nowhere else:
 - temporal sampling takes `seq_len` frames evenly spread over the clip's
   duration, the centre of each of `seq_len` equal time slices; a clip with fewer
   than `seq_len` frames gets some frames repeated (no padding, no mask), so a
-  short clip is a slowed-down clip and every path sees full sequences.
+  short clip is a slowed-down clip and every path sees full sequences;
+- a clip with fewer than `min_frames` usable frames is refused, never padded;
+- a clip stored as a folder of frame images (.jpg/.png, natural order: frame_2
+  before frame_10) is read with cv2.imread, which gives BGR like video decoding,
+  and goes through the same sampling and `prepare_frame`.
+
+Refusal reasons read "<kind>: <details>" (or just "<kind>"), so the metrics can
+count refusals by kind while the manifest keeps the details.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
+from natsort import natsorted, ns
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 RESIZE_INTERPOLATION = cv2.INTER_AREA
 COLOR_ORDER = "RGB"
 PREPROCESSING_DESCRIPTION = (
@@ -40,6 +51,15 @@ PREPROCESSING_DESCRIPTION = (
 
 class ClipRefused(Exception):
     """A clip that cannot be used; the message is the human-readable reason for the manifest."""
+
+
+def refusal_kind(reason: str) -> str:
+    """The kind of a refusal reason, its text before the first colon: what the metrics count by.
+
+    >>> refusal_kind("too short: 3 frames, need at least 8 (sample.min_frames)")
+    'too short'
+    """
+    return reason.split(":", 1)[0].strip()
 
 
 @dataclass(frozen=True)
@@ -57,6 +77,17 @@ class SampledClip:
 def is_video_file(path: str | Path) -> bool:
     """True for the video extensions we read, in any letter case."""
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def is_frame_image(path: str | Path) -> bool:
+    """True for the frame image extensions we read (.jpg, .jpeg, .png), in any letter case."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_frame_images(folder: str | Path) -> list[Path]:
+    """The frame images directly inside a clip folder, in natural order (frame_2 before frame_10)."""
+    images = [path for path in Path(folder).iterdir() if path.is_file() and is_frame_image(path)]
+    return natsorted(images, key=lambda path: path.name, alg=ns.IGNORECASE)
 
 
 def sample_indices(num_frames: int, seq_len: int) -> np.ndarray:
@@ -113,10 +144,13 @@ def sample_video(path: str | Path, seq_len: int, image_size: int, min_frames: in
     note = ""
     if header_count > 0 and decodable_count < header_count:
         note = f"header says {header_count} frames, {decodable_count} decodable; sampled those"
-    first, last = clamp_frame_range(frame_range, decodable_count)
+    first, last, range_note = resolve_frame_range(frame_range, decodable_count)
+    note = "; ".join(text for text in (note, range_note) if text)
     usable = last - first + 1
-    if usable < min_frames:
-        raise ClipRefused(f"too short: {usable} frames, need at least {min_frames} (sample.min_frames)")
+    if usable < min_frames and decodable_count < header_count:
+        raise ClipRefused(f"truncated: {decodable_count} of the {header_count} frames the header declares are "
+                          f"decodable, need at least {min_frames} (sample.min_frames)")
+    check_long_enough(usable, min_frames)
     wanted = first + sample_indices(usable, seq_len)
     if any(index not in frames_by_index for index in wanted):
         # The header's frame count was wrong, so the first pass picked other frames:
@@ -124,6 +158,65 @@ def sample_video(path: str | Path, seq_len: int, image_size: int, min_frames: in
         _, frames_by_index = decode_selected_frames(path, decodable_count, seq_len, image_size, frame_range)
     frames = np.stack([frames_by_index[index] for index in wanted])  # (seq_len, H, W, 3)
     return SampledClip(frames=frames, num_frames=usable, fps=fps, note=note)
+
+
+def sample_clip(path: str | Path, seq_len: int, image_size: int, min_frames: int = 1,
+                frame_range: tuple[int, int] | None = None, frames_fps: float = 0.0) -> SampledClip:
+    """A stored clip, either a video file or a folder of frame images -> `seq_len` prepared frames.
+
+    `frames_fps` is the rate at which a folder's images were taken (0 when
+    unknown); a video file's rate comes from its container.
+    """
+    if Path(path).is_dir():
+        return sample_frame_folder(path, seq_len, image_size, min_frames, frame_range, fps=frames_fps)
+    return sample_video(path, seq_len, image_size, min_frames, frame_range)
+
+
+def sample_frame_folder(folder: str | Path, seq_len: int, image_size: int, min_frames: int = 1,
+                        frame_range: tuple[int, int] | None = None, fps: float = 0.0) -> SampledClip:
+    """A clip stored as frame images (one per frame, natural order) -> `seq_len` prepared frames.
+
+    Every image of the clip (or of its frame range) is decoded, not only the
+    sampled ones, for the same reason video decoding walks the whole stream: a
+    clip with a broken frame is refused with the file named, never half used.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ClipRefused("clip folder not found")
+    images = list_frame_images(folder)
+    if not images:
+        raise ClipRefused("no frame images: the clip folder holds no .jpg or .png file")
+    first, last, note = resolve_frame_range(frame_range, len(images))
+    usable = last - first + 1
+    check_long_enough(usable, min_frames)
+    wanted = first + sample_indices(usable, seq_len)
+    frames_by_index = read_frame_images(images, first, last, set(wanted.tolist()), image_size)
+    frames = np.stack([frames_by_index[index] for index in wanted])  # (seq_len, H, W, 3)
+    return SampledClip(frames=frames, num_frames=usable, fps=float(fps), note=note)
+
+
+def read_frame_images(images: list[Path], first: int, last: int, wanted: set[int],
+                      image_size: int) -> dict[int, np.ndarray]:
+    """Decode images[first..last]; prepare the wanted ones; refuse the clip if any image is unreadable."""
+    frames_by_index: dict[int, np.ndarray] = {}
+    unreadable: list[str] = []
+    for index in range(first, last + 1):
+        # IMREAD_COLOR: always 3-channel BGR (grayscale expanded, alpha dropped), like a video frame.
+        frame = cv2.imread(str(images[index]), cv2.IMREAD_COLOR)
+        if frame is None or frame.size == 0:
+            unreadable.append(images[index].name)
+        elif index in wanted:
+            frames_by_index[index] = prepare_frame(frame, image_size)
+    if unreadable:
+        raise ClipRefused(f"unreadable frame images: {len(unreadable)} of {last - first + 1}, "
+                          f"first {unreadable[0]!r}")
+    return frames_by_index
+
+
+def check_long_enough(usable: int, min_frames: int) -> None:
+    """Refuse a clip shorter than `min_frames` (sample.min_frames); longer ones repeat frames when short."""
+    if usable < min_frames:
+        raise ClipRefused(f"too short: {usable} frames, need at least {min_frames} (sample.min_frames)")
 
 
 def check_file_not_empty(path: Path) -> None:
@@ -138,7 +231,7 @@ def read_header(path: Path) -> tuple[int, float]:
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
-            raise ClipRefused("cannot open as video: not a video file or an unsupported codec")
+            raise ClipRefused("cannot open as video: not a video file, truncated, or an unsupported codec")
         header_count = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
     finally:
@@ -146,13 +239,32 @@ def read_header(path: Path) -> tuple[int, float]:
     return header_count, fps if np.isfinite(fps) and fps > 0 else 0.0
 
 
-def clamp_frame_range(frame_range: tuple[int, int] | None, num_frames: int) -> tuple[int, int]:
-    """(first, last) inclusive inside [0, num_frames - 1]; the whole clip when no range."""
+def resolve_frame_range(frame_range: tuple[int, int] | None, num_frames: int) -> tuple[int, int, str]:
+    """(first, last, note): the inclusive 0-based frames of a clip to sample from, out of `num_frames`.
+
+    - no range: the whole clip; a negative (or None) last frame: to the clip's end;
+    - a range ending after the clip: cut at the clip's end, with a note;
+    - a range starting after frame 0 in a file no longer than the range itself:
+      the file was already cut to that range (WLASL's preprocess.py writes
+      `videos/<video_id>.mp4` so), so the whole file is the sign, with a note;
+    - a range starting after the clip's end: ClipRefused.
+    """
     if frame_range is None:
-        return 0, num_frames - 1
+        return 0, num_frames - 1, ""
     first = max(0, int(frame_range[0]))
-    last = num_frames - 1 if frame_range[1] is None or frame_range[1] < 0 else min(int(frame_range[1]), num_frames - 1)
-    return first, last
+    to_end = frame_range[1] is None or frame_range[1] < 0
+    if not to_end and first > 0 and num_frames <= int(frame_range[1]) - first + 1:
+        return 0, num_frames - 1, (f"file has {num_frames} frames, no more than its frame range "
+                                   f"{first}..{frame_range[1]}: taken as already cut to it; sampled the whole file")
+    if first > num_frames - 1:
+        raise ClipRefused(f"frame range outside the clip: starts at frame {first}, the clip has {num_frames} frames")
+    if to_end:
+        return first, num_frames - 1, ""
+    last = int(frame_range[1])
+    if last > num_frames - 1:
+        return first, num_frames - 1, (f"frame range ends at frame {last}, the clip has {num_frames} frames; "
+                                       f"sampled {first}..{num_frames - 1}")
+    return first, last, ""
 
 
 def decode_selected_frames(path: Path, expected_count: int, seq_len: int, image_size: int,
@@ -165,9 +277,11 @@ def decode_selected_frames(path: Path, expected_count: int, seq_len: int, image_
     """
     wanted: set[int] = set()
     if expected_count > 0:
-        first, last = clamp_frame_range(frame_range, expected_count)
-        if last >= first:
+        try:
+            first, last, _ = resolve_frame_range(frame_range, expected_count)
             wanted = set((first + sample_indices(last - first + 1, seq_len)).tolist())
+        except ClipRefused:
+            pass  # the header may be wrong: the caller decides once the true count is known
     capture = cv2.VideoCapture(str(path))
     frames_by_index: dict[int, np.ndarray] = {}
     count = 0
@@ -184,3 +298,26 @@ def decode_selected_frames(path: Path, expected_count: int, seq_len: int, image_
     if count == 0:
         raise ClipRefused("no decodable frames: truncated, corrupt, or an unsupported codec")
     return count, frames_by_index
+
+
+def iterate_video_frames(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
+    """Every decodable frame of a video as (timestamp in seconds, BGR frame), like a camera would give.
+
+    Timestamps come from the frame index and the container's fps (25 when unknown),
+    so a file can drive the live streaming path exactly as a webcam does.
+    """
+    path = Path(path)
+    check_file_not_empty(path)
+    _, fps = read_header(path)
+    fps = fps or 25.0
+    capture = cv2.VideoCapture(str(path))
+    try:
+        index = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok or frame is None:
+                break
+            yield index / fps, frame
+            index += 1
+    finally:
+        capture.release()

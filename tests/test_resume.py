@@ -1,0 +1,135 @@
+"""Interrupted and growing work: SIGKILLed stages resume without redoing clips or leaving half files."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import command_env, make_stage_workspace, run, set_params, write_video
+
+STAGE = [sys.executable, "-m"]
+# Enough work per clip (20 frames at 128 px) that a kill lands part-way through 64 clips.
+RESUME_PARAMS = {"base": {"seq_len": 20, "image_size": 128}, "backbone": {"weights": "imagenet"},
+                 "generate": {"repetitions": 4}, "sample": {"min_frames": 3}}
+
+
+@pytest.fixture(scope="module")
+def extract_workspace(tmp_path_factory) -> Path:
+    """64 synthetic clips sampled and embedded once (this also builds the backbone's cached files)."""
+    root = make_stage_workspace(tmp_path_factory.mktemp("resume") / "repo", RESUME_PARAMS)
+    run(STAGE + ["stages.generate"], root)
+    run(STAGE + ["stages.sample"], root)
+    run(STAGE + ["stages.extract"], root)
+    return root
+
+
+def cached_clips(root: Path) -> list[Path]:
+    """Finished cache files only: a half-written one is `*.npy.<pid>.partial`."""
+    return sorted((root / "features/cache").rglob("*.npy"))
+
+
+def start_in_own_group(command: list[str], cwd: Path) -> subprocess.Popen:
+    """Start a stage in its own process group, so one SIGKILL reaches it and its workers."""
+    return subprocess.Popen(command, cwd=cwd, env=command_env(cwd), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def kill_when(process: subprocess.Popen, condition, timeout: float = 60.0) -> None:
+    """SIGKILL the process group as soon as `condition()` holds (polled every 5 ms)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, "the stage finished before it could be interrupted"
+        assert time.monotonic() < deadline, "the stage never reached the point to interrupt"
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def read_embeddings(root: Path) -> np.ndarray:
+    with h5py.File(root / "features/embeddings.h5", "r") as handle:
+        return handle["embeddings"][...]
+
+
+def test_sigkilled_extract_resumes_without_redoing_clips_and_matches_an_uninterrupted_run(extract_workspace):
+    root = extract_workspace
+    uninterrupted = read_embeddings(root)                        # (64, 20, 1280) from the fixture's full run
+    old_file = (root / "features/embeddings.h5").read_bytes()
+    for cached in cached_clips(root):                            # forget the clips, keep the backbone's files
+        cached.unlink()
+
+    process = start_in_own_group(STAGE + ["stages.extract"], root)
+    kill_when(process, lambda: len(cached_clips(root)) >= 3)
+    done = len(cached_clips(root))
+    assert 3 <= done < 64, done
+    assert (root / "features/embeddings.h5").read_bytes() == old_file     # the old complete file, untouched
+    for cached in cached_clips(root):
+        assert np.load(cached).shape == (20, 1280)                        # no cache file is half written
+
+    resumed = run(STAGE + ["stages.extract"], root)
+    assert f"embedded {64 - done} clips, reused {done} from the cache" in resumed.stdout
+    np.testing.assert_allclose(read_embeddings(root), uninterrupted, rtol=0, atol=1e-5)
+    assert not list((root / "features").glob("*.partial"))
+
+
+def copy_clips(clips: list[Path], dataset: Path) -> None:
+    """Copy `<class>/<clip>.mp4` files into `dataset`, keeping their class folders."""
+    for clip in clips:
+        (dataset / clip.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(clip, dataset / clip.parent.name / clip.name)
+
+
+def test_adding_ten_clips_embeds_those_ten_only(extract_workspace, tmp_path):
+    root = tmp_path / "repo"                # a copy: the shared workspace stays as the other tests expect
+    shutil.copytree(extract_workspace, root)
+    source, dataset = root / "data/synthetic", root / "mine"
+    clips = sorted(source.glob("*/*.mp4"))
+    assert len(clips) == 64
+    # Clips of this dataset are the synthetic ones, sampled at another seq_len: new content, new cache keys.
+    set_params(root, {"data": {"source": "folder", "path": "mine", "split": "stratified"}, "base": {"seq_len": 12}})
+    copy_clips(clips[:20], dataset)
+    run(STAGE + ["stages.sample"], root)
+    first = run(STAGE + ["stages.extract"], root)
+    assert "embedded 20 clips, reused 0" in first.stdout
+
+    copy_clips(clips[20:30], dataset)
+    run(STAGE + ["stages.sample"], root)
+    grown = run(STAGE + ["stages.extract"], root)
+    assert "embedded 10 clips, reused 20" in grown.stdout
+    assert read_embeddings(root).shape == (30, 12, 1280)
+
+
+def test_sigkilled_sample_leaves_the_previous_outputs_and_reruns_cleanly(tmp_path):
+    root = make_stage_workspace(tmp_path / "repo",
+                                {"data": {"source": "folder", "path": "mine", "split": "stratified"}})
+    gradient = np.tile(np.linspace(0, 255, 128, dtype=np.uint8)[None, :, None], (96, 1, 3))
+    long_clip = write_video(tmp_path / "long.avi", np.stack([np.roll(gradient, i, axis=1) for i in range(200)]))
+    for index in range(4):
+        (root / "mine" / f"sign{index}").mkdir(parents=True)
+        shutil.copy(long_clip, root / "mine" / f"sign{index}" / "clip0.avi")
+    run(STAGE + ["stages.sample"], root)
+    old_frames = (root / "data/frames.h5").read_bytes()
+    old_manifest = (root / "data/manifest.csv").read_text()
+
+    for index in range(4):                                      # the dataset grows: 60 more long clips
+        for copy in range(1, 16):
+            shutil.copy(long_clip, root / "mine" / f"sign{index}" / f"clip{copy}.avi")
+    process = start_in_own_group(STAGE + ["stages.sample"], root)
+    kill_when(process, lambda: (root / "data/frames.h5.partial").exists())
+    assert (root / "data/frames.h5").read_bytes() == old_frames
+    assert (root / "data/manifest.csv").read_text() == old_manifest
+
+    run(STAGE + ["stages.sample"], root)
+    manifest = pd.read_csv(root / "data/manifest.csv", keep_default_na=False)
+    assert len(manifest) == 64 and (manifest["status"] == "ok").all()
+    with h5py.File(root / "data/frames.h5", "r") as handle:
+        assert handle["frames"].shape[0] == 64
+    assert not list((root / "data").glob("*.partial"))
