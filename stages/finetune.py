@@ -38,7 +38,7 @@ from stages.lib.backbone import build_frame_encoder
 from stages.lib.engines import convert_to_tflite
 from stages.lib.models import build_full_model, build_head, load_model
 from stages.lib.params import load_params
-from stages.lib.served import CARD_KIND
+from stages.lib.served import make_card
 from stages.lib.storage import read_attributes, read_clip_table, write_json
 
 CPU_POLICY_CANDIDATES = ("float32", "mixed_bfloat16")
@@ -187,18 +187,26 @@ def finetune_end_to_end(model: keras.Model, encoder: keras.Model, settings: dict
             "best_val_loss": float(min(history.history["val_loss"]))}
 
 
-def export_bundle(model: keras.Model, encoder: keras.Model, head: keras.Model, card: dict, paths: dict) -> None:
-    """The served model and everything needed to use it alone, next to each other."""
+def export_bundle(model: keras.Model, encoder: keras.Model, head: keras.Model, card: dict, paths: dict,
+                  serving_exports: bool = True) -> None:
+    """The served model and everything needed to use it alone, next to each other.
+
+    `serving_exports=False` skips the whole-graph TFLite file and the SavedModel
+    (most of the export time; neither the app nor the live path reads them).
+    """
     seq_len, image_size = card["seq_len"], card["image_size"]
     model_dir = Path(paths["model"]).parent
+    model_dir.mkdir(parents=True, exist_ok=True)
     model.save(paths["model"])
     Path(paths["frame_encoder_tflite"]).write_bytes(convert_to_tflite(encoder, (1, image_size, image_size, 3)))
     Path(paths["head_tflite"]).write_bytes(convert_to_tflite(head, (1, seq_len, head.input_shape[-1])))
-    Path(paths["model_tflite"]).write_bytes(convert_to_tflite(model, (1, seq_len, image_size, image_size, 3)))
-    shutil.rmtree(paths["saved_model"], ignore_errors=True)
-    model.export(paths["saved_model"], format="tf_saved_model", verbose=False)
-    card["files"] = {name: Path(paths[name]).relative_to(model_dir).as_posix() for name in
-                     ("model", "frame_encoder_tflite", "head_tflite", "model_tflite", "saved_model")}
+    written = ["model", "frame_encoder_tflite", "head_tflite"]
+    if serving_exports:
+        Path(paths["model_tflite"]).write_bytes(convert_to_tflite(model, (1, seq_len, image_size, image_size, 3)))
+        shutil.rmtree(paths["saved_model"], ignore_errors=True)
+        model.export(paths["saved_model"], format="tf_saved_model", verbose=False)
+        written += ["model_tflite", "saved_model"]
+    card["files"] = {name: Path(paths[name]).relative_to(model_dir).as_posix() for name in written}
     write_json(paths["model_card"], card)
 
 
@@ -237,11 +245,8 @@ def main() -> None:
         raise SystemExit(f"backbone weights now resolve to {weights_source!r} but the head was trained on "
                          f"embeddings from {head_card['weights_source']!r}: run `dvc repro` from extract")
 
-    card = {"kind": CARD_KIND, "labels": head_card["labels"], "seq_len": seq_len, "image_size": image_size,
-            "sample_fps": frame_attributes["sample_fps"], "color_order": frame_attributes["color_order"],
-            "frame_preprocessing": frame_attributes["preprocessing"], "backbone": head_card["backbone"],
-            "weights_source": weights_source, "train_params": head_card["train_params"],
-            "finetune_params": settings, "precision_policy_trained": summary["precision_policy"]}
+    card = make_card(head_card["labels"], seq_len, image_size, frame_attributes["sample_fps"], weights_source,
+                     head_card["train_params"], settings, summary["precision_policy"])
     export_bundle(model, encoder, head, card, paths)
     summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
     write_json(Path(paths["finetune_logs"]) / "summary.json", summary)

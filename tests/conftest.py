@@ -4,6 +4,10 @@ Everything here uses the real libraries (OpenCV, HDF5, Keras, DVC); nothing is m
 """
 from __future__ import annotations
 
+# Load aiortc's native libraries (pylibsrtp, av) before TensorFlow: loaded after it,
+# in one process, pylibsrtp crashes with a segmentation fault. The app imports
+# streamlit-webrtc first for the same reason.
+import aiortc  # noqa: F401  (import order matters, see above)
 import os
 import shutil
 import subprocess

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib.video import sample_video
+from stages.lib.video import COLOR_ORDER, PREPROCESSING_DESCRIPTION, sample_video
 
 CARD_KIND = "sign-recognizer-full-graph"
 
@@ -47,6 +47,17 @@ def prediction_from_probabilities(probabilities: np.ndarray, labels: list[str], 
                       probabilities={label: float(p) for label, p in zip(labels, probabilities)})
 
 
+def make_card(labels: list[str], seq_len: int, image_size: int, sample_fps: float, weights_source: str,
+              train_params: dict, finetune_params: dict, precision_policy_trained: str) -> dict:
+    """The served model's card: everything needed to use it without re-declaring constants."""
+    from stages.lib.backbone import BACKBONE_NAME
+    return {"kind": CARD_KIND, "labels": list(labels), "seq_len": int(seq_len), "image_size": int(image_size),
+            "sample_fps": float(sample_fps), "color_order": COLOR_ORDER,
+            "frame_preprocessing": PREPROCESSING_DESCRIPTION, "backbone": BACKBONE_NAME,
+            "weights_source": weights_source, "train_params": train_params, "finetune_params": finetune_params,
+            "precision_policy_trained": precision_policy_trained}
+
+
 def card_path_for(model_path: Path) -> Path:
     return model_path.with_suffix(".json")
 
@@ -68,6 +79,12 @@ def find_bundles(models_dir: str | Path) -> list[Path]:
 
 @dataclass
 class ServedBundle:
+    """A served model; its Keras graph and TFLite interpreters load on first use.
+
+    Not thread-safe: an interpreter serves one call at a time, so callers sharing
+    one bundle across threads (the app) hold a lock around predictions.
+    """
+
     model_path: Path
     card: dict = field(repr=False)
 
@@ -125,9 +142,14 @@ def load_bundle(model_path: str | Path) -> ServedBundle:
     return ServedBundle(model_path, card)
 
 
+def classify_frames(bundle: ServedBundle, frames: np.ndarray, top_k: int = 3, fast: bool = False) -> Prediction:
+    """(seq_len, H, W, 3) uint8 RGB sampled frames -> Prediction (full Keras graph, or its TFLite parts)."""
+    probabilities = bundle.predict_frames_fast(frames) if fast else bundle.predict_frames(frames)
+    return prediction_from_probabilities(probabilities, bundle.labels, top_k)
+
+
 def predict_video(bundle: ServedBundle, video_path: str | Path, top_k: int = 3, fast: bool = False,
                   min_frames: int = 1) -> tuple[Prediction, np.ndarray]:
     """Sample a clip exactly as training did and classify it; returns (prediction, sampled frames)."""
     clip = sample_video(video_path, bundle.seq_len, bundle.image_size, min_frames=min_frames)
-    predict = bundle.predict_frames_fast if fast else bundle.predict_frames
-    return prediction_from_probabilities(predict(clip.frames), bundle.labels, top_k), clip.frames
+    return classify_frames(bundle, clip.frames, top_k, fast), clip.frames

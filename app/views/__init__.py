@@ -1,0 +1,9 @@
+"""The app's pages, one module each, each with a `render()` that draws the page.
+
+Usage:
+    from app.views import live, upload, model, results, gallery
+    st.navigation([st.Page(live.render, title="Live"), ...]).run()
+
+(Named `views`, not `pages`: Streamlit treats a `pages/` folder beside the
+entry script as pages of its own.)
+"""

@@ -1,0 +1,163 @@
+"""Page "Live": webcam signs recognised as they happen, through streamlit-webrtc.
+
+Usage:
+    streamlit run app/streamlit_app.py        # then "Live", and START under the video
+
+The browser sends the camera over WebRTC; each frame arrives in
+`video_frame_callback` in streamlit-webrtc's frame thread, goes through this
+session's `LiveSession` (the library's streaming path), and comes back with the
+sign and a confidence bar drawn on it. Beside the video, a loop in the script
+thread shows the current top-3 as text, frames/s and the history. Slow frames
+are dropped by streamlit-webrtc (async processing keeps only the newest
+waiting frame); this page adds no queue of its own.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import av
+import streamlit as st
+from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+from app.live_session import MAX_SMOOTHING_STEPS, UNSURE, LiveSession, LiveSnapshot, draw_overlay
+from app.settings import RTC_SECRETS_KEY, AppSettings, load_settings, rtc_configuration
+from app.state import SharedModel, current_model
+
+LOGGER = logging.getLogger(__name__)
+LIVE_SESSION_KEY = "live_session"      # st.session_state: this browser session's LiveSession
+TOP3_CONTAINER_KEY = "live_top3"       # the top-3 text's container; CSS class st-key-live_top3
+REFRESH_SECONDS = 0.1                  # how often the text beside the video is redrawn while playing
+# Ask the camera for a modest size: every frame is letterboxed and shrunk to the model's input anyway.
+MEDIA_STREAM_CONSTRAINTS = {"video": {"width": {"ideal": 640}, "height": {"ideal": 480}}, "audio": False}
+
+
+def read_rtc_secrets():
+    """The [rtc_configuration] table of .streamlit/secrets.toml, or None without one."""
+    try:
+        return st.secrets[RTC_SECRETS_KEY] if RTC_SECRETS_KEY in st.secrets else None
+    except Exception:  # no secrets file at all: Streamlit raises rather than returning empty
+        return None
+
+
+def frame_timestamp(frame: av.VideoFrame) -> float:
+    """Seconds on the stream's clock (pts * time_base); the local clock when the frame has none."""
+    return float(frame.time) if frame.time is not None else time.monotonic()
+
+
+def make_video_frame_callback(live_session: LiveSession):
+    """The callback for this run of the script; it closes over this session's LiveSession only."""
+    failures_logged = []
+
+    def video_frame_callback(frame: av.VideoFrame) -> av.VideoFrame:
+        # THREAD BOUNDARY: runs in streamlit-webrtc's frame thread, not the script thread.
+        # It may use `live_session` (locked inside) and nothing else of the page: never
+        # st.* calls, never st.session_state.
+        frame_bgr = frame.to_ndarray(format="bgr24")                  # (H, W, 3) uint8 BGR
+        try:
+            snapshot = live_session.process_frame(frame_bgr, frame_timestamp(frame))
+        except Exception:  # keep the video flowing; say once in the server log what went wrong
+            if not failures_logged:
+                LOGGER.exception("live recognition failed; the video continues without it")
+                failures_logged.append(True)
+            return frame
+        return av.VideoFrame.from_ndarray(draw_overlay(frame_bgr, snapshot), format="bgr24")
+
+    return video_frame_callback
+
+
+def session_for_model(shared: SharedModel, settings: AppSettings) -> LiveSession:
+    """This browser session's LiveSession, new when the model changed (one recognizer per session)."""
+    live_session = st.session_state.get(LIVE_SESSION_KEY)
+    if live_session is None or live_session.shared_model is not shared:
+        live_session = LiveSession(shared, top_k=settings.top_k,
+                                   smoothing_steps=settings.app_setting("smoothing_steps"),
+                                   confidence_threshold=settings.app_setting("confidence_threshold"),
+                                   history_length=settings.app_setting("history_length"))
+        st.session_state[LIVE_SESSION_KEY] = live_session
+    return live_session
+
+
+def top3_markdown(snapshot: LiveSnapshot) -> str:
+    """The current recognition as text: what screen readers read and the browser test checks."""
+    if not snapshot.top:
+        return f"**Now:** {UNSURE}\n\nFilling the buffer: {snapshot.buffer_fill:.0%} of the frames the model needs."
+    lines = [f"**Now:** {snapshot.shown_sign}" + (f" ({snapshot.confidence:.0%})" if snapshot.shown_sign != UNSURE
+                                                   else f" (below {snapshot.confidence_threshold:.0%})"),
+             "", "**Top 3**", ""]
+    # An escaped "1." stays text: as a markdown list, the rank would be a list marker outside the text.
+    lines += [f"{rank}\\. {sign} — {probability:.0%}  " for rank, (sign, probability) in enumerate(snapshot.top, 1)]
+    return "\n".join(lines)
+
+
+def status_markdown(snapshot: LiveSnapshot, playing: bool) -> str:
+    if not playing:
+        return "Press **START** under the video and allow the camera."
+    return f"Processing **{snapshot.frames_per_second:.1f} frames/s** · {snapshot.model_steps} model steps"
+
+
+def history_markdown(snapshot: LiveSnapshot) -> str:
+    if not snapshot.history:
+        return "_No sign recognised yet._"
+    return "\n".join(f"- {clock} **{sign}** ({confidence:.0%})" for clock, sign, confidence in snapshot.history)
+
+
+def show_snapshot(placeholders: dict, snapshot: LiveSnapshot, playing: bool) -> None:
+    placeholders["top3"].markdown(top3_markdown(snapshot))
+    placeholders["status"].markdown(status_markdown(snapshot, playing))
+    placeholders["history"].markdown(history_markdown(snapshot))
+
+
+def render() -> None:
+    settings = load_settings()
+    st.title("Live")
+    shared = current_model(settings)
+    if shared is None:
+        return
+    try:
+        configuration, configuration_source = rtc_configuration(read_rtc_secrets)
+    except ValueError as error:
+        st.error(f"WebRTC configuration ignored: {error}. Using no ICE servers (localhost and LAN only).")
+        configuration, configuration_source = {"iceServers": []}, "default after an error"
+    live_session = session_for_model(shared, settings)
+
+    smoothing_column, threshold_column, reset_column = st.columns([2, 2, 1], vertical_alignment="bottom")
+    smoothing_steps = smoothing_column.slider(
+        "Smoothing (model steps averaged)", 1, MAX_SMOOTHING_STEPS, settings.app_setting("smoothing_steps"),
+        help="Average the probabilities over this many recent model steps: steadier, but slower to change.")
+    confidence_threshold = threshold_column.slider(
+        "Confidence threshold", 0.0, 1.0, float(settings.app_setting("confidence_threshold")), 0.05,
+        help=f"Below this probability the page shows {UNSURE} instead of a sign.")
+    live_session.update_settings(smoothing_steps, confidence_threshold)
+    if reset_column.button("Reset", help="Empty the frame buffer and the history."):
+        live_session.request_reset()
+
+    video_column, text_column = st.columns([3, 2])
+    with video_column:
+        context = webrtc_streamer(
+            key="live",
+            mode=WebRtcMode.SENDRECV,
+            rtc_configuration=configuration,
+            media_stream_constraints=MEDIA_STREAM_CONSTRAINTS,
+            video_frame_callback=make_video_frame_callback(live_session),
+            async_processing=True,   # frames arriving while one is processed are dropped, not queued
+        )
+        bundle = shared.bundle
+        st.caption(f"{len(bundle.labels)} signs · {bundle.seq_len} frames at {bundle.sample_fps:.1f} frames/s "
+                   f"(≈{bundle.seq_len / bundle.sample_fps:.1f} s of signing per prediction) · "
+                   f"WebRTC: {configuration_source}")
+    with text_column:
+        with st.container(key=TOP3_CONTAINER_KEY):
+            top3 = st.empty()
+        status = st.empty()
+        st.markdown("**Recent signs**")
+        history = st.empty()
+    placeholders = {"top3": top3, "status": status, "history": history}
+
+    show_snapshot(placeholders, live_session.snapshot(), context.state.playing)
+    # The usual streamlit-webrtc pattern: while the stream plays, this script run keeps
+    # redrawing the text from the frame thread's latest snapshot (read under its lock).
+    # A widget change ends this loop by rerunning the script.
+    while context.state.playing:
+        show_snapshot(placeholders, live_session.snapshot(), True)
+        time.sleep(REFRESH_SECONDS)

@@ -1,0 +1,84 @@
+"""Page "Model": choose among the served models the pipeline wrote; see their labels, params and metrics.
+
+Usage:
+    streamlit run app/streamlit_app.py        # then "Model"
+
+Only models found under the models folder (a .keras file with a full-graph
+card beside it) are offered. Model files cannot be uploaded, on purpose:
+loading a Keras file runs what it contains, so an untrusted one can run code.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app.reports import read_json
+from app.settings import AppSettings, load_settings
+from app.state import available_models, select_model, selected_model_path, show_no_model
+from stages.lib.served import load_bundle
+
+UNTRUSTED_MODELS_NOTE = (
+    "Only models produced by this pipeline under `{models_dir}/` are offered. Uploading model files is "
+    "deliberately not supported: loading a Keras model file can execute code it contains, so never load "
+    "one from an untrusted source. To serve another model, put its bundle (`.keras` and card `.json`) "
+    "under `{models_dir}/` yourself."
+)
+
+
+def evaluation_metrics_for(settings: AppSettings, model_path: Path, card: dict) -> tuple[dict | None, str]:
+    """The evaluate stage's figures for the pipeline's model; a card's own figures for another one."""
+    if model_path == settings.default_model:
+        return read_json(settings.path("metrics")), settings.relative(settings.path("metrics"))
+    if isinstance(card.get("metrics"), dict):
+        return card["metrics"], "its card"
+    return None, ""
+
+
+def show_card(settings: AppSettings, model_path: Path) -> None:
+    card = load_bundle(model_path).card          # reads the card only; the model itself loads elsewhere
+    size_column, frames_column, rate_column, classes_column = st.columns(4)
+    size_column.metric("Image size", f"{card['image_size']} px")
+    frames_column.metric("Frames per clip", card["seq_len"])
+    rate_column.metric("Sampling rate", f"{float(card['sample_fps']):.2f} frames/s")
+    classes_column.metric("Signs", len(card["labels"]))
+    st.markdown("**Labels** (output order): " + ", ".join(f"`{label}`" for label in card["labels"]))
+    st.caption(" · ".join(f"{name}: {card[key]}" for name, key in
+                          (("backbone", "backbone"), ("weights", "weights_source"),
+                           ("trained in", "precision_policy_trained"), ("colour order", "color_order"))
+                          if key in card))
+    metrics, source = evaluation_metrics_for(settings, model_path, card)
+    st.subheader("Test metrics")
+    if metrics is None:
+        st.caption("No test metrics for this model (the evaluate stage scores the pipeline's model).")
+    else:
+        headline = {key: value for key, value in metrics.items() if key.startswith("test_") or key.startswith("num_")}
+        st.dataframe(pd.DataFrame(list(headline.items()), columns=["figure", "value"]), hide_index=True)
+        st.caption(f"From {source}.")
+    params_column, finetune_column = st.columns(2)
+    with params_column:
+        st.subheader("Training params")
+        st.json(card.get("train_params", {}))
+    with finetune_column:
+        st.subheader("Fine-tuning params")
+        st.json(card.get("finetune_params", {}))
+    with st.expander("Whole card"):
+        st.json(card)
+
+
+def render() -> None:
+    settings = load_settings()
+    st.title("Model")
+    models = available_models(settings)
+    if not models:
+        show_no_model(settings)
+        return
+    st.warning(UNTRUSTED_MODELS_NOTE.format(models_dir=settings.relative(settings.models_dir)), icon=":material/lock:")
+    current = selected_model_path(settings)
+    names = [settings.relative(path) for path in models]
+    chosen_name = st.selectbox("Served model", names, index=models.index(current),
+                               help="Used by the Live, Upload and Gallery pages of this browser session.")
+    chosen = models[names.index(chosen_name)]
+    select_model(chosen)
+    show_card(settings, chosen)

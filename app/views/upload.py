@@ -1,0 +1,73 @@
+"""Page "Upload": one video file -> preview, the frames the model saw, and its top-3.
+
+Usage:
+    streamlit run app/streamlit_app.py        # then "Upload" and drop a .mp4/.avi/.mov/.webm
+
+The clip is sampled exactly as training clips were (the library's
+`predict_video`); a clip the library refuses (corrupt, too short, not a video)
+gets its reason as a message, never a traceback.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app.recognition import ENGINES, Recognition, accepted_extensions, recognise_video_bytes, upload_problem
+from app.settings import load_settings
+from app.state import current_model
+
+FRAME_THUMBNAIL_PIXELS = 96
+
+
+def show_top_predictions(recognition: Recognition) -> None:
+    """The top-k as a bar chart and as text (readable by screen readers and tests)."""
+    prediction = recognition.prediction
+    best_sign, best_probability = prediction.top[0]
+    st.metric("Recognised sign", best_sign, f"{best_probability:.0%} probability", delta_color="off", delta_arrow="off")
+    table = pd.DataFrame(prediction.top, columns=["sign", "probability"])
+    st.bar_chart(table, x="sign", y="probability", horizontal=True, sort=False, height=180)
+    st.markdown("\n".join(f"{rank}. {sign} — {probability:.1%}"
+                          for rank, (sign, probability) in enumerate(prediction.top, 1)))
+
+
+def show_sampled_frames(recognition: Recognition) -> None:
+    frames = recognition.frames                                   # (seq_len, H, W, 3) uint8 RGB
+    st.markdown(f"**The {len(frames)} frames the model saw** (evenly spread over the clip, "
+                "letterboxed and resized as in training)")
+    st.image(list(frames), width=FRAME_THUMBNAIL_PIXELS, caption=[str(i + 1) for i in range(len(frames))])
+
+
+def render() -> None:
+    settings = load_settings()
+    st.title("Upload a clip")
+    shared = current_model(settings)
+    if shared is None:
+        return
+    uploaded = st.file_uploader(
+        f"A video of one sign ({', '.join(accepted_extensions())}; at most {settings.max_upload_mb} MB)",
+        type=accepted_extensions(), max_upload_size=settings.max_upload_mb)
+    engine = st.radio("Engine", list(ENGINES), horizontal=True,
+                      help="Both run the same served graph; TFLite is several times faster on a CPU.")
+    if uploaded is None:
+        st.caption("Any clip of one sign works; it is sampled to "
+                   f"{shared.bundle.seq_len} frames over its whole duration, as in training.")
+        return
+    problem = upload_problem(uploaded.name, uploaded.size, settings.max_upload_mb)
+    if problem:
+        st.error(problem)
+        return
+    data = uploaded.getvalue()
+    with st.spinner("Recognising…"):
+        recognition = recognise_video_bytes(shared, uploaded.name, data, min_frames=settings.min_frames,
+                                            top_k=settings.top_k, fast=ENGINES[engine])
+    if recognition.prediction is None:
+        st.error(recognition.problem)
+        return
+    preview_column, result_column = st.columns([1, 1])
+    with preview_column:
+        st.video(data, format=uploaded.type or "video/mp4")
+        st.caption("Preview (some codecs, e.g. MPEG-4 part 2 from OpenCV, do not play in browsers; "
+                   "the frames below are what counts).")
+    with result_column:
+        show_top_predictions(recognition)
+    show_sampled_frames(recognition)

@@ -1,0 +1,408 @@
+"""The Streamlit app's pages and logic, through streamlit.testing.v1.AppTest (no browser, no camera).
+
+Usage:
+    python -m pytest -q tests/test_app.py
+
+Nothing here reads the repository's models/ or reports/: a small served model,
+trained in a few seconds on synthetic signers, and a few report files are built
+in a temporary folder that `SIGNLANG_ROOT` points the app at. The browser test
+(tests/test_app_browser.py) reuses the same folder.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import REPO_ROOT, write_video
+
+ENTRY = str(REPO_ROOT / "app" / "streamlit_app.py")
+TIMEOUT = 120            # seconds per AppTest run: the first one imports TensorFlow
+
+# The test model: four signs whose motions differ clearly, seen as 8 frames of 64 px.
+APP_SIGNS = ("clap", "spread_hands", "tap_head", "wave")
+CAMERA_SIGN = "wave"            # the sign of the clip the tests upload and the fake camera plays
+CAMERA_SIGNER, CAMERA_REPETITION = 1, 2   # a training signer, a repetition the model never saw
+SEQ_LEN, IMAGE_SIZE = 8, 64
+CLIP_FPS, CLIP_WIDTH, CLIP_HEIGHT, CLIP_SECONDS = 25, 128, 96, 1.2
+TRAIN_SIGNERS, TRAIN_REPETITIONS = 4, 2
+# A webcam never starts a window where a clip starts: the live ring buffer holds
+# `seq_len` frames from anywhere in a looping clip. Training windows taken at
+# random phases of each looped clip make the test model answer the same at any
+# phase, so the browser test can ask for a stable answer.
+LOOPED_WINDOWS_PER_CLIP = 6
+MIN_FRAMES = 4                  # sample.min_frames in the test root's params.yaml
+SEED = 42
+
+
+@dataclass(frozen=True)
+class AppRoot:
+    root: Path                  # what SIGNLANG_ROOT points at
+    labels: list[str]
+    camera_clip: Path           # an .avi of CAMERA_SIGN (MJPG: colours nearly exact)
+    camera_frames: np.ndarray   # the same clip, (frames, H, W, 3) uint8 BGR
+    model: Path                 # root/models/model.keras
+    second_model: Path          # a copy of the same bundle elsewhere under models/
+
+
+def render(sign_name: str, signer_index: int, repetition: int) -> np.ndarray:
+    """(frames, CLIP_HEIGHT, CLIP_WIDTH, 3) uint8 BGR of one synthetic clip."""
+    from stages.lib.synthetic import SIGNS, make_signer, render_clip
+    sign = next(sign for sign in SIGNS if sign.name == sign_name)
+    signer = make_signer(signer_index, SEED, CLIP_WIDTH, CLIP_HEIGHT)
+    return render_clip(sign, signer, repetition, SEED, CLIP_FPS, CLIP_SECONDS)
+
+
+def training_windows(embeddings: np.ndarray, frames_per_sample: float, rng: np.random.Generator) -> list[np.ndarray]:
+    """The clip's evenly sampled window (as training samples it) plus windows at random phases of it looped."""
+    from stages.lib.video import sample_indices
+    windows = [embeddings[sample_indices(len(embeddings), SEQ_LEN)]]
+    for _ in range(LOOPED_WINDOWS_PER_CLIP):
+        start = rng.uniform(0, len(embeddings))
+        indices = np.floor(start + frames_per_sample * np.arange(SEQ_LEN)).astype(int) % len(embeddings)
+        windows.append(embeddings[indices])
+    return windows                                              # each (SEQ_LEN, 1280)
+
+
+def train_served_model(models_dir: Path) -> list[str]:
+    """Train a head on synthetic clips and write the served bundle the app loads (~35 s on two cores).
+
+    Written by the finetune stage's own `export_bundle`, without the serving
+    exports (whole-graph TFLite, SavedModel: ~70 s more here, and no page uses them).
+    """
+    import keras
+
+    from stages.finetune import export_bundle
+    from stages.lib.backbone import build_frame_encoder
+    from stages.lib.engines import TFLiteFrameEngine, convert_to_tflite
+    from stages.lib.models import build_full_model, build_head
+    from stages.lib.served import make_card
+    from stages.lib.video import prepare_frame
+
+    keras.utils.set_random_seed(SEED)
+    labels = sorted(APP_SIGNS)
+    # Pretrained weights: random ones give near-constant features (see design.md).
+    encoder, weights_source = build_frame_encoder(IMAGE_SIZE, "imagenet")
+    encoder_tflite = convert_to_tflite(encoder, (1, IMAGE_SIZE, IMAGE_SIZE, 3))
+    clips = [(render(sign, signer, repetition), labels.index(sign)) for sign in labels
+             for signer in range(TRAIN_SIGNERS) for repetition in range(TRAIN_REPETITIONS)]
+    # As the sample stage defines it: seq_len frames over a typical clip's duration.
+    sample_fps = SEQ_LEN / float(np.mean([len(frames) / CLIP_FPS for frames, _ in clips]))
+    prepared = np.stack([prepare_frame(frame, IMAGE_SIZE) for frames, _ in clips for frame in frames])
+    embeddings = TFLiteFrameEngine(encoder_tflite).embed(prepared)               # (all frames, 1280)
+    rng = np.random.default_rng(SEED)
+    windows, targets, start = [], [], 0
+    for frames, label in clips:
+        clip_windows = training_windows(embeddings[start:start + len(frames)], CLIP_FPS / sample_fps, rng)
+        windows += clip_windows
+        targets += [label] * len(clip_windows)
+        start += len(frames)
+    train_params = {"lstm_units": 16, "dropout": 0.1, "learning_rate": 0.003, "batch_size": 32, "epochs": 30}
+    head = build_head(SEQ_LEN, len(labels), train_params["lstm_units"], train_params["dropout"])
+    head.compile(optimizer=keras.optimizers.Adam(train_params["learning_rate"]),
+                 loss="sparse_categorical_crossentropy")
+    head.fit(np.stack(windows), np.array(targets), epochs=train_params["epochs"],
+             batch_size=train_params["batch_size"], verbose=0)
+
+    card = make_card(labels, SEQ_LEN, IMAGE_SIZE, sample_fps, weights_source, train_params,
+                     finetune_params={"enabled": False}, precision_policy_trained="float32")
+    files = {name: models_dir / f"model{suffix}" for name, suffix in (
+        ("model", ".keras"), ("model_card", ".json"), ("frame_encoder_tflite", ".frame_encoder.tflite"),
+        ("head_tflite", ".head.tflite"))}
+    export_bundle(build_full_model(encoder, head, SEQ_LEN), encoder, head, card, files, serving_exports=False)
+    return labels
+
+
+def copy_bundle(models_dir: Path, target_dir: Path) -> Path:
+    """A second served model: the same files under another folder."""
+    target_dir.mkdir(parents=True)
+    for name in ("model.keras", "model.json", "model.frame_encoder.tflite", "model.head.tflite"):
+        shutil.copy(models_dir / name, target_dir / name)
+    return target_dir / "model.keras"
+
+
+def write_reports(root: Path, labels: list[str]) -> None:
+    """What the evaluate and train stages write, with made-up figures."""
+    reports = root / "reports"
+    (reports / "train/plots/metrics/train").mkdir(parents=True)
+    (reports / "train/plots/metrics/eval").mkdir(parents=True)
+    metrics = {"test_accuracy": 0.875, "test_top3_accuracy": 1.0, "test_macro_f1": 0.86, "num_test_clips": 8,
+               "num_classes": len(labels), "backbone_weights": "imagenet (test)", "finetune_enabled": False}
+    (reports / "metrics.json").write_text(json.dumps(metrics))
+    per_class = "class,precision,recall,f1,support\n" + "".join(f"{label},1.0,0.75,0.86,2\n" for label in labels)
+    (reports / "per_class.csv").write_text(per_class)
+    cv2.imwrite(str(reports / "confusion_matrix.png"), np.full((40, 40, 3), 200, np.uint8))
+    for subset, losses in (("train", (1.2, 0.6, 0.3)), ("eval", (1.3, 0.8, 0.5))):
+        rows = "".join(f"{step}\t{loss}\n" for step, loss in enumerate(losses))
+        (reports / f"train/plots/metrics/{subset}/loss.tsv").write_text("step\tloss\n" + rows)
+
+
+def write_gallery(root: Path) -> None:
+    """Two test-split clips and the index that lists them, like the generate stage's."""
+    clips_dir = root / "data" / "synthetic"
+    rows = ["path,label,signer,split"]
+    for sign in ("clap", CAMERA_SIGN):
+        relative = f"{sign}/signer0{CAMERA_SIGNER}_r{CAMERA_REPETITION}.avi"
+        write_video(clips_dir / relative, render(sign, CAMERA_SIGNER, CAMERA_REPETITION), fps=CLIP_FPS)
+        rows.append(f"{relative},{sign},signer0{CAMERA_SIGNER},test")
+    rows.append("clap/signer00_r0.avi,clap,signer00,train")         # not shown: not in the test split
+    (clips_dir / "index.csv").write_text("\n".join(rows) + "\n")
+
+
+def write_params(root: Path) -> None:
+    """The repository's params with a smaller sample.min_frames, so the too-short test does not depend on it."""
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["sample"]["min_frames"] = MIN_FRAMES
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def build_app_root(root: Path) -> AppRoot:
+    root.mkdir(parents=True, exist_ok=True)
+    labels = train_served_model(root / "models")
+    second_model = copy_bundle(root / "models", root / "models" / "second")
+    write_reports(root, labels)
+    write_gallery(root)
+    write_params(root)
+    camera_frames = render(CAMERA_SIGN, CAMERA_SIGNER, CAMERA_REPETITION)
+    camera_clip = write_video(root / "camera" / f"{CAMERA_SIGN}.avi", camera_frames, fps=CLIP_FPS)
+    return AppRoot(root, labels, camera_clip, camera_frames, root / "models" / "model.keras", second_model)
+
+
+def shared_app_root(tmp_path_factory) -> AppRoot:
+    """Built once per test session (this file and the browser test share it)."""
+    root = tmp_path_factory.getbasetemp() / "app_root"
+    done = root / "built.json"
+    if not done.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        built = build_app_root(root)
+        done.write_text(json.dumps({"labels": built.labels}))
+    labels = json.loads(done.read_text())["labels"]
+    return AppRoot(root, labels, root / "camera" / f"{CAMERA_SIGN}.avi",
+                   render(CAMERA_SIGN, CAMERA_SIGNER, CAMERA_REPETITION),
+                   root / "models" / "model.keras", root / "models" / "second" / "model.keras")
+
+
+@pytest.fixture(scope="module")
+def app_root(tmp_path_factory) -> AppRoot:
+    return shared_app_root(tmp_path_factory)
+
+
+@pytest.fixture
+def served(app_root, monkeypatch) -> AppRoot:
+    """The app pointed at the test root."""
+    monkeypatch.setenv("SIGNLANG_ROOT", str(app_root.root))
+    monkeypatch.delenv("SIGNLANG_RTC_CONFIGURATION", raising=False)
+    return app_root
+
+
+def page(name: str) -> AppTest:
+    """An AppTest of one page's render(), as the navigation runs it."""
+    return AppTest.from_string(f"from app.views import {name}\n{name}.render()\n", default_timeout=TIMEOUT)
+
+
+def run_page(name: str) -> AppTest:
+    app = page(name).run()
+    assert not app.exception, [error.message for error in app.exception]
+    return app
+
+
+def texts(elements) -> str:
+    return "\n".join(str(element.value) for element in elements)
+
+
+# --- the no-model state ---------------------------------------------------------------------------
+
+def test_without_a_model_every_page_says_to_run_dvc_repro(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIGNLANG_ROOT", str(tmp_path))          # empty: a fresh clone before `dvc repro`
+    app = AppTest.from_file(ENTRY, default_timeout=TIMEOUT).run()   # the Live page, the default
+    assert not app.exception, [error.message for error in app.exception]
+    assert "dvc repro" in texts(app.info)
+    for name in ("upload", "gallery", "model", "results"):
+        assert "dvc repro" in texts(run_page(name).info), name
+
+
+# --- Model ------------------------------------------------------------------------------------------
+
+def test_model_page_offers_the_served_models_and_remembers_the_choice(served):
+    app = run_page("model")
+    choice = app.selectbox[0]
+    assert choice.options == ["models/model.keras", "models/second/model.keras"]
+    assert choice.value == "models/model.keras"                  # the pipeline's model by default
+    assert "can execute code" in texts(app.warning)               # why model files cannot be uploaded
+    assert all(f"`{label}`" in texts(app.markdown) for label in served.labels)
+    assert "0.875" in texts(app.dataframe)                      # its test metrics from reports/metrics.json
+
+    choice.select("models/second/model.keras").run()
+    assert not app.exception
+    assert app.session_state["selected_model"] == str(served.second_model)
+    assert app.selectbox[0].value == "models/second/model.keras"
+
+
+# --- Upload -----------------------------------------------------------------------------------------
+
+def upload(file_name: str, data: bytes, mime_type: str = "video/x-msvideo") -> AppTest:
+    app = run_page("upload")
+    app.file_uploader[0].set_value((file_name, data, mime_type)).run()
+    assert not app.exception, [error.message for error in app.exception]
+    return app
+
+
+def test_upload_of_a_good_clip_shows_its_top3_and_the_frames_the_model_saw(served):
+    from stages.lib.served import load_bundle, predict_video
+    expected, _ = predict_video(load_bundle(served.model), served.camera_clip, fast=True)
+
+    app = upload("my clip.avi", served.camera_clip.read_bytes())
+    assert not app.error
+    assert app.metric[0].value == expected.label
+    assert len(app.get("vega_lite_chart")) == 1             # the top-3 bar chart
+    top3_text = texts(app.markdown)
+    assert all(f"{rank}. {sign} — " in top3_text for rank, (sign, _) in enumerate(expected.top, 1))
+    strip = app.get("image")[0].proto                             # the sampled frames, one image each
+    assert len(strip.imgs) == SEQ_LEN
+
+
+def test_upload_of_a_corrupt_clip_explains_instead_of_crashing(served):
+    app = upload("broken.mp4", b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8, "video/mp4")
+    assert "cannot be used" in texts(app.error)
+    assert not app.metric
+
+
+def test_upload_of_a_too_short_clip_names_the_minimum(served):
+    frames = render(CAMERA_SIGN, 0, 0)[: MIN_FRAMES - 2]
+    clip = write_video(served.root.parent / "short.avi", frames, fps=CLIP_FPS)
+    app = upload("short.avi", clip.read_bytes())
+    assert f"too short: {MIN_FRAMES - 2} frames, need at least {MIN_FRAMES}" in texts(app.error)
+
+
+def test_upload_problems_are_named_before_decoding():
+    from app.recognition import upload_problem
+    assert "not a video type" in upload_problem("notes.txt", 10, max_upload_mb=50)
+    assert "the limit is 50 MB" in upload_problem("long.MP4", 51 * 2**20, max_upload_mb=50)
+    assert "empty" in upload_problem("empty.webm", 0, max_upload_mb=50)
+    assert upload_problem("fine.mov", 2**20, max_upload_mb=50) is None
+
+
+# --- Gallery and Results ----------------------------------------------------------------------------
+
+def test_gallery_recognises_a_test_clip_with_one_click(served):
+    app = run_page("gallery")
+    assert [button.label for button in app.button].count("Recognise") == 2    # test split only
+    app.button(key="recognise_0").click().run()
+    assert not app.exception
+    assert "**clap**" in texts(app.markdown) and (":material/check_circle:" in texts(app.markdown)
+                                                  or ":material/cancel:" in texts(app.markdown))
+
+
+def test_results_page_shows_metrics_table_curves_and_survives_without_dvc(served):
+    app = run_page("results")
+    assert [metric.value for metric in app.metric][:3] == ["87.5%", "100.0%", "0.860"]
+    assert "clap" in texts(app.dataframe)                         # the per-class table
+    assert len(app.get("vega_lite_chart")) == 1             # one curve: loss, train and eval
+    captions = texts(app.caption)
+    assert "No benchmark yet" in captions
+    assert "DVC experiment table unavailable" in captions          # the test root is no DVC repository
+
+
+# --- Live: the thread-shared state, without a camera ------------------------------------------------
+
+def looped_camera(frames: np.ndarray, seconds: float, fps: float = CLIP_FPS):
+    """(timestamp, frame) of a clip played in a loop, like a fake webcam."""
+    for index in range(int(seconds * fps)):
+        yield index / fps, frames[index % len(frames)]
+
+
+def test_live_session_smooths_thresholds_and_keeps_a_history(served):
+    from app.live_session import UNSURE, LiveSession, draw_overlay
+    from app.state import SharedModel
+    from stages.lib.served import load_bundle
+
+    shared = SharedModel(load_bundle(served.model))
+    session = LiveSession(shared, smoothing_steps=3, confidence_threshold=0.0)
+    snapshots = [session.process_frame(frame, timestamp)
+                 for timestamp, frame in looped_camera(served.camera_frames, seconds=6)]
+    fills = [snapshot.buffer_fill for snapshot in snapshots]
+    assert fills == sorted(fills[:fills.index(1.0) + 1]) + fills[fills.index(1.0) + 1:]   # fills, then stays full
+    assert not snapshots[0].top and snapshots[0].shown_sign == UNSURE
+    last = snapshots[-1]
+    assert len(last.top) == 3 and last.shown_sign == last.top[0][0]
+    assert last.frames_per_second > 0 and last.model_steps > 5
+    assert last.history and last.history[0][1] in served.labels
+
+    session.update_settings(smoothing_steps=1, confidence_threshold=1.01)   # nothing is that sure
+    snapshot = session.process_frame(served.camera_frames[0], 6.1)
+    assert snapshot.shown_sign == UNSURE and snapshot.top
+
+    annotated = draw_overlay(served.camera_frames[0], snapshot)
+    assert annotated.shape == served.camera_frames[0].shape
+    assert not np.array_equal(annotated, served.camera_frames[0])             # drawn on a copy
+
+    session.request_reset()
+    assert session.snapshot().history == []
+    assert session.process_frame(served.camera_frames[0], 6.2).buffer_fill == 1 / SEQ_LEN
+    # A new stream whose clock starts again at 0 starts a new buffer too.
+    session.process_frame(served.camera_frames[0], 7.0)
+    assert session.process_frame(served.camera_frames[0], 0.0).buffer_fill == 1 / SEQ_LEN
+
+
+# --- settings ---------------------------------------------------------------------------------------
+
+def test_rtc_configuration_defaults_to_no_ice_servers_and_reads_env_then_secrets(monkeypatch):
+    from app.settings import rtc_configuration
+    monkeypatch.delenv("SIGNLANG_RTC_CONFIGURATION", raising=False)
+    assert rtc_configuration()[0] == {"iceServers": []}
+    turn = {"iceServers": [{"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "c"}]}
+    assert rtc_configuration(lambda: turn)[0] == turn
+    monkeypatch.setenv("SIGNLANG_RTC_CONFIGURATION", json.dumps(turn))
+    configuration, source = rtc_configuration(lambda: {"iceServers": []})
+    assert configuration == turn and "SIGNLANG_RTC_CONFIGURATION" in source
+    monkeypatch.setenv("SIGNLANG_RTC_CONFIGURATION", "{not json")
+    with pytest.raises(ValueError, match="SIGNLANG_RTC_CONFIGURATION is not valid JSON"):
+        rtc_configuration()
+    monkeypatch.setenv("SIGNLANG_RTC_CONFIGURATION", '{"urls": []}')
+    with pytest.raises(ValueError, match='"iceServers" list'):
+        rtc_configuration()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("max_upload_mb", 0, r"app.max_upload_mb is 0; it must be at least 1"),
+    ("confidence_threshold", 1.5, r"app.confidence_threshold is 1.5; it must be at most 1.0"),
+    ("smoothing_steps", "3", r"app.smoothing_steps must be a whole number"),
+])
+def test_app_params_are_validated(key, value, message):
+    from stages.lib.params import ParamsError, validate_params
+    app = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["app"]
+    validate_params({"app": app})
+    with pytest.raises(ParamsError, match=message):
+        validate_params({"app": {**app, key: value}})
+
+
+def test_upload_limit_in_params_matches_the_streamlit_config():
+    import tomllib
+    config = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text())
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    assert config["server"]["maxUploadSize"] == params["app"]["max_upload_mb"]
+
+
+def test_experiment_rows_come_from_dvc_exp_show_json():
+    from app.reports import experiment_rows, run_dvc_exp_show
+    shown = [{"rev": "workspace", "name": None, "data": {
+        "timestamp": None,
+        "params": {"params.yaml": {"data": {"train": {"learning_rate": 0.001}, "paths": {"model": "m"}}}},
+        "metrics": {"reports/metrics.json": {"data": {"test_accuracy": 0.9, "backbone_weights": "imagenet"}},
+                    "reports/train/metrics.json": {"data": {"step": 3}}}},
+        "experiments": [{"name": "lr3e-4", "revs": [{"rev": "abc1234def", "name": "lr3e-4", "data": {
+            "params": {"params.yaml": {"data": {"train": {"learning_rate": 0.0003}}}},
+            "metrics": {"reports/metrics.json": {"data": {"test_accuracy": 0.95}}}}}]}]}]
+    rows = experiment_rows(shown)
+    assert [row["experiment"] for row in rows] == ["workspace", "lr3e-4"]
+    assert [row["test_accuracy"] for row in rows] == [0.9, 0.95]
+    assert rows[1]["param train.learning_rate"] == 0.0003 and "param paths.model" not in rows[0]
+    with pytest.raises(RuntimeError, match="not a DVC repository"):
+        run_dvc_exp_show(Path("/"))
