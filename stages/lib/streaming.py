@@ -16,6 +16,9 @@ otherwise a sign would fill the buffer several times slower or faster than
 the model was trained to see. With the buffer holding a clip's sampled frames,
 the probabilities equal the full graph's on that clip.
 
+When the card does not know the training sampling rate (a frames dataset with
+`data.frames_fps: 0`), frames enter at `seq_len` over FALLBACK_SIGN_SECONDS.
+
 Not thread-safe: one recognizer per video stream (the app keeps one per session).
 """
 from __future__ import annotations
@@ -27,12 +30,15 @@ import numpy as np
 from stages.lib.served import Prediction, ServedBundle, prediction_from_probabilities
 from stages.lib.video import prepare_frame
 
+FALLBACK_SIGN_SECONDS = 2.0  # a typical isolated sign lasts 1-3 s
+
 
 class StreamingRecognizer:
     def __init__(self, bundle: ServedBundle, top_k: int = 3):
         self.bundle = bundle
         self.top_k = top_k
-        self.frame_interval = 1.0 / bundle.sample_fps      # seconds between accepted frames
+        sample_fps = bundle.sample_fps if bundle.sample_fps > 0 else bundle.seq_len / FALLBACK_SIGN_SECONDS
+        self.frame_interval = 1.0 / sample_fps             # seconds between accepted frames
         self.embeddings: deque[np.ndarray] = deque(maxlen=bundle.seq_len)   # each (1280,)
         self.next_due: float | None = None
         self.latest: Prediction | None = None

@@ -88,14 +88,12 @@ def one_hand(path: Callable[[float], Point], shapes: list[str]) -> Callable[[flo
     return lambda t: ((path(t), shape_schedule(shapes, t)), (None, "fist"))
 
 
-def circle_path(clockwise: bool) -> Callable[[float], Point]:
+def circle_clockwise(t: float) -> Pose:
+    """One and a half turns around the chest; y points down, so a growing angle turns clockwise on screen."""
     centre, radius, turns = (-0.05, 0.40), 0.30, 1.5
-    direction = 1.0 if clockwise else -1.0   # y points down, so +angle is clockwise on screen
-
-    def path(t: float) -> Point:
-        angle = -math.pi / 2 + direction * 2 * math.pi * turns * t
-        return (centre[0] + radius * math.cos(angle), centre[1] + radius * math.sin(angle))
-    return path
+    angle = -math.pi / 2 + 2 * math.pi * turns * t
+    hand = (centre[0] + radius * math.cos(angle), centre[1] + radius * math.sin(angle))
+    return ((hand, "open"), (None, "fist"))
 
 
 def reversed_in_time(sign_pose: Callable[[float], Pose]) -> Callable[[float], Pose]:
@@ -143,8 +141,8 @@ def spread_hands(t: float) -> Pose:
 
 # The vocabulary, in label order. The generate stage takes the first `generate.classes`.
 SIGNS: tuple[Sign, ...] = (
-    Sign("circle_clockwise", one_hand(circle_path(clockwise=True), ["open"])),
-    Sign("circle_counterclockwise", one_hand(circle_path(clockwise=False), ["open"])),
+    Sign("circle_clockwise", circle_clockwise),
+    Sign("circle_counterclockwise", reversed_in_time(circle_clockwise)),
     Sign("raise_hand", raise_hand),
     Sign("lower_hand", reversed_in_time(raise_hand)),
     Sign("swipe_right", swipe_right),
