@@ -13,8 +13,8 @@ import tensorflow as tf
 
 from stages.lib.engines import TFLiteModel
 from stages.lib.models import load_model
-from stages.lib.served import find_bundles, load_bundle, predict_video
-from stages.lib.streaming import StreamingRecognizer
+from stages.lib.served import ServedBundle, find_bundles, load_bundle, predict_video
+from stages.lib.streaming import FALLBACK_SIGN_SECONDS, StreamingRecognizer
 
 TOLERANCE = 1e-4
 
@@ -76,6 +76,13 @@ def test_frames_between_sampling_slots_skip_the_backbone(bundle):
     assert len(recognizer.embeddings) == 1
     recognizer.push_camera_frame(camera_frame, timestamp=1.0 / bundle.sample_fps)
     assert len(recognizer.embeddings) == 2
+
+
+def test_an_unknown_sampling_rate_falls_back_to_a_typical_sign_duration(tmp_path):
+    """A frames dataset without data.frames_fps has sample_fps 0: no division by zero."""
+    card = {"labels": ["a", "b"], "seq_len": 10, "image_size": 32, "sample_fps": 0.0}
+    recognizer = StreamingRecognizer(ServedBundle(tmp_path / "unused.keras", card))
+    assert recognizer.frame_interval == pytest.approx(FALLBACK_SIGN_SECONDS / 10)
 
 
 def test_tflite_full_graph_matches_keras(trained_workspace, bundle, clips):
