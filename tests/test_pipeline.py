@@ -49,8 +49,11 @@ def test_repro_then_experiment_reruns_only_train_and_after(workspace):
     experiment = run(DVC + ["exp", "run", "-S", "train.learning_rate=0.01"], workspace)
     assert stages_run(experiment.stdout) == {"train", "finetune", "evaluate", "benchmark"}
 
-    diff = run(DVC + ["metrics", "diff", "--all"], workspace)
-    assert "reports/metrics.json" in diff.stdout and "test_accuracy" in diff.stdout
+    # The baseline's metrics come from the commit (so they must be in git), the new ones from the workspace.
+    diff = json.loads(run(DVC + ["metrics", "diff", "--all", "--json"], workspace).stdout)
+    accuracy = diff["reports/metrics.json"]["test_accuracy"]
+    assert accuracy["old"] == metrics["test_accuracy"] and accuracy["new"] is not None
+    assert diff["reports/train/metrics.json"]["train.loss"]["old"] is not None
 
     plots = run(DVC + ["plots", "show", "--json"], workspace)
     shown = json.loads(plots.stdout)["data"]
