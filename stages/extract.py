@@ -145,7 +145,8 @@ def assemble_embeddings(frames_path: Path, output_path: Path, cache_dir: Path, d
         clip_count, seq_len = source["frames"].shape[:2]
         with h5py.File(tmp, "w") as handle:
             embeddings = handle.create_dataset("embeddings", shape=(clip_count, seq_len, EMBEDDING_SIZE),
-                                               dtype="float32", chunks=(1, seq_len, EMBEDDING_SIZE))
+                                               dtype="float32", chunks=(1, seq_len, EMBEDDING_SIZE),
+                                               track_times=False)
             for index in range(clip_count):
                 cached = clip_cache_path(cache_dir, digest, clip_key(source["frames"][index]))
                 embeddings[index] = np.load(cached)

@@ -88,7 +88,7 @@ def split_mode(data: dict) -> str:
     return "given" if data["source"] == "synthetic" else data["split"]
 
 
-def clip_key(path: Path, root: Path) -> str:
+def split_key(path: Path, root: Path) -> str:
     """The clip's path relative to the dataset root, NFC-normalised: what the split hashes.
 
     Relative to the root (not the working folder) and normalised, so the same
@@ -107,7 +107,7 @@ def plan_jobs(found_files: list[FoundFile], params: dict) -> list[tuple]:
     jobs = []
     for found in found_files:
         try:
-            split = assign_split(found.label, found.signer, clip_key(found.path, root), found.given_split,
+            split = assign_split(found.label, found.signer, split_key(found.path, root), found.given_split,
                                  sample["val_fraction"], sample["test_fraction"], base["seed"], mode=mode)
         except ValueError as error:   # an index entry with a split we do not know: one bad item, not a crash
             found, split = replace(found, refusal=found.refusal or f"unknown split in the index: {error}"), ""
@@ -157,7 +157,7 @@ def write_frames_file(path: Path, results: Iterable[SampleResult], params: dict)
         frames = handle.create_dataset(
             "frames", shape=(0, seq_len, image_size, image_size, 3), dtype="uint8",
             maxshape=(None, seq_len, image_size, image_size, 3),
-            chunks=(1, seq_len, image_size, image_size, 3), compression="lzf")
+            chunks=(1, seq_len, image_size, image_size, 3), compression="lzf", track_times=False)
         for result in results:
             rows.append(result.row)
             if result.frames is None:
@@ -168,8 +168,9 @@ def write_frames_file(path: Path, results: Iterable[SampleResult], params: dict)
         write_clip_columns(handle, {
             "paths": [r["path"] for r in usable_rows], "labels": [r["label"] for r in usable_rows],
             "splits": [r["split"] for r in usable_rows], "signers": [r["signer"] for r in usable_rows]})
-        handle.create_dataset("num_frames", data=np.array([r["num_frames"] for r in usable_rows], np.int64))
-        handle.create_dataset("fps", data=np.array([r["fps"] for r in usable_rows], np.float64))
+        handle.create_dataset("num_frames", data=np.array([r["num_frames"] for r in usable_rows], np.int64),
+                              track_times=False)
+        handle.create_dataset("fps", data=np.array([r["fps"] for r in usable_rows], np.float64), track_times=False)
         handle.attrs.update({
             "seq_len": seq_len, "image_size": image_size, "color_order": COLOR_ORDER,
             "layout": "(clip, time, height, width, channel)", "preprocessing": PREPROCESSING_DESCRIPTION,

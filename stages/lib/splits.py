@@ -2,7 +2,7 @@
 
 Usage:
     from stages.lib.splits import assign_split
-    split = assign_split(label="wave", signer="s03", clip_key="wave/clip1.mp4",
+    split = assign_split(label="wave", signer="s03", split_key="wave/clip1.mp4",
                          given_split="", val_fraction=0.15, test_fraction=0.15, seed=42,
                          mode="signer")
 
@@ -43,7 +43,7 @@ def split_for_fraction(position: float, val_fraction: float, test_fraction: floa
     return "train"
 
 
-def assign_split(label: str, signer: str, clip_key: str, given_split: str,
+def assign_split(label: str, signer: str, split_key: str, given_split: str,
                  val_fraction: float, test_fraction: float, seed: int, mode: str = "given") -> str:
     """train | val | test for one clip, by the rules of `mode` in the module docstring."""
     if mode not in SPLIT_MODES:
@@ -54,4 +54,4 @@ def assign_split(label: str, signer: str, clip_key: str, given_split: str,
         return given_split
     if signer and mode != "stratified":
         return split_for_fraction(unit_hash(str(seed), "signer", signer), val_fraction, test_fraction)
-    return split_for_fraction(unit_hash(str(seed), "clip", label, clip_key), val_fraction, test_fraction)
+    return split_for_fraction(unit_hash(str(seed), "clip", label, split_key), val_fraction, test_fraction)

@@ -21,6 +21,9 @@ import h5py
 import numpy as np
 
 STRING_DTYPE = h5py.string_dtype("utf-8")
+# Every dataset is created with track_times=False: HDF5 otherwise stamps the creation
+# time into the file, and a re-run with the same inputs would not be byte-identical
+# (DVC would then re-run every stage downstream).
 # Per-clip string columns stored beside the arrays in both HDF5 files.
 CLIP_COLUMNS = ("paths", "labels", "splits", "signers")
 
@@ -47,7 +50,8 @@ def write_json(path: str | Path, payload: Any) -> None:
 def write_clip_columns(handle: h5py.File, columns: dict[str, list[str]]) -> None:
     """Store the per-clip string columns (one entry per clip, same order as the arrays)."""
     for name in CLIP_COLUMNS:
-        handle.create_dataset(name, data=np.array(columns[name], dtype=object), dtype=STRING_DTYPE)
+        handle.create_dataset(name, data=np.array(columns[name], dtype=object), dtype=STRING_DTYPE,
+                              track_times=False)
 
 
 def read_clip_table(path: str | Path) -> dict[str, np.ndarray]:
