@@ -112,7 +112,7 @@ def benchmark_extraction(bundle, frames_path: str, settings: dict) -> dict:
                **rate_summary("keras_tf_function", reference_keras, len(flat))}
     results["extract_pipeline_vs_raw_engine"] = round(results["extract_pipeline_fps_best"]
                                                       / results["extract_engine_raw_fps_best"], 3)
-    tflite_path = bundle.model_path.with_name(bundle.card["files"]["frame_encoder_tflite"])
+    tflite_path = bundle.file("frame_encoder_tflite")
     with h5py.File(frames_path, "r") as handle:
         available = handle["frames"].shape[0]
     for count in sorted({min(max(clips // 2, 1), available), min(clips * 4, available)}):
@@ -152,7 +152,7 @@ def benchmark_full_clip(bundle, frames_path: str, settings: dict) -> dict:
         clip = handle["frames"][:1]                                         # (1, T, H, W, 3)
     model = bundle.keras_model
     keras_seconds = timings(lambda: model.predict_on_batch(clip), settings["repeats"])
-    tflite = TFLiteModel(bundle.model_path.with_name(bundle.card["files"]["model_tflite"]).read_bytes())
+    tflite = TFLiteModel(bundle.file("model_tflite").read_bytes())
     tflite_seconds = timings(lambda: tflite.run(clip), settings["repeats"])
     return {**latency_summary("full_clip_keras", keras_seconds), **latency_summary("full_clip_tflite", tflite_seconds)}
 

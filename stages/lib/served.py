@@ -6,13 +6,14 @@ Usage:
     result = predict_video(bundle, "clip.mp4")     # Prediction: label, top-k, all probabilities
     bundle.labels, bundle.seq_len, bundle.image_size, bundle.sample_fps
 
-Files of a bundle, all next to `<name>.keras` (written by the finetune stage):
+Files of a bundle, all next to `<name>.keras` (written by the finetune stage,
+named in params.yaml `paths`, and listed by the card under "files"):
     <name>.keras                 full graph: (batch, T, H, W, 3) uint8 RGB -> (batch, classes)
-    <name>.json                  the card: labels, seq_len, image_size, sample_fps, params, metrics
-    <name>.frame_encoder.tflite  the graph's per-frame part, batch 1 (live path)
-    <name>.head.tflite           the graph's head, batch 1 (live path)
-    <name>.tflite                the whole graph, batch 1
-    <name>.saved_model/          SavedModel export for TF Serving
+    <name>.json                  the card: labels, seq_len, image_size, sample_fps, params, files
+    frame_encoder_tflite         the graph's per-frame part, batch 1 (live path)
+    head_tflite                  the graph's head, batch 1 (live path)
+    model_tflite                 the whole graph, batch 1 (absent when exported for the app only)
+    saved_model                  SavedModel export for TF Serving (likewise)
 """
 from __future__ import annotations
 
@@ -62,11 +63,6 @@ def card_path_for(model_path: Path) -> Path:
     return model_path.with_suffix(".json")
 
 
-def sibling(model_path: Path, suffix: str) -> Path:
-    """`models/model.keras` + `.head.tflite` -> `models/model.head.tflite`."""
-    return model_path.with_name(model_path.stem + suffix)
-
-
 def find_bundles(models_dir: str | Path) -> list[Path]:
     """Every served model under `models_dir` (a .keras file with a full-graph card beside it)."""
     found = []
@@ -110,15 +106,19 @@ class ServedBundle:
         from stages.lib.models import load_model  # TensorFlow loads only when a caller needs it
         return load_model(self.model_path)
 
+    def file(self, name: str) -> Path:
+        """A file of the bundle by its card name (e.g. "head_tflite"), next to the model."""
+        return self.model_path.with_name(self.card["files"][name])
+
     @cached_property
     def frame_engine(self):
         from stages.lib.engines import TFLiteFrameEngine
-        return TFLiteFrameEngine(sibling(self.model_path, ".frame_encoder.tflite").read_bytes())
+        return TFLiteFrameEngine(self.file("frame_encoder_tflite").read_bytes())
 
     @cached_property
     def head_engine(self):
         from stages.lib.engines import TFLiteModel
-        return TFLiteModel(sibling(self.model_path, ".head.tflite").read_bytes())
+        return TFLiteModel(self.file("head_tflite").read_bytes())
 
     def predict_frames(self, frames: np.ndarray) -> np.ndarray:
         """(seq_len, H, W, 3) uint8 RGB sampled frames -> (classes,) probabilities, full Keras graph."""
