@@ -29,9 +29,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
+from stages.lib.overlay import draw_prediction_band
 from stages.lib.served import Prediction, prediction_from_probabilities
 from stages.lib.streaming import StreamingRecognizer
 
@@ -184,26 +184,13 @@ class LiveSession:
 
 def draw_overlay(frame_bgr: np.ndarray, snapshot: LiveSnapshot) -> np.ndarray:
     """The frame with the shown sign and a confidence bar drawn on a dark band at its top (a copy)."""
-    annotated = frame_bgr.copy()
-    height, width = annotated.shape[:2]
-    band_height = max(int(height * 0.16), 28)
-    scale = max(width / 640.0, 0.4)                           # text size follows the frame size
-    annotated[:band_height] = (annotated[:band_height] * 0.35).astype(np.uint8)
     if not snapshot.top:
-        text, bar_share, bar_colour = f"warming up {snapshot.buffer_fill:.0%}", snapshot.buffer_fill, (200, 200, 200)
-    elif snapshot.shown_sign == UNSURE:
+        return draw_prediction_band(frame_bgr, f"warming up {snapshot.buffer_fill:.0%}", snapshot.buffer_fill,
+                                    (200, 200, 200))
+    if snapshot.shown_sign == UNSURE:
         # OpenCV's fonts are ASCII only: "..." stands for the page's "…".
-        text, bar_share, bar_colour = f"... ({snapshot.top[0][0]}?)", snapshot.confidence, (0, 165, 255)
+        text, colour = f"... ({snapshot.top[0][0]}?)", (0, 165, 255)
     else:
-        text, bar_share, bar_colour = snapshot.shown_sign, snapshot.confidence, (80, 200, 80)
-    cv2.putText(annotated, text, (int(10 * scale), int(band_height * 0.55)), cv2.FONT_HERSHEY_SIMPLEX,
-                0.9 * scale, (255, 255, 255), max(int(2 * scale), 1), cv2.LINE_AA)
-    bar_top, bar_bottom = int(band_height * 0.72), int(band_height * 0.9)
-    bar_left, bar_right = int(10 * scale), width - int(10 * scale)
-    cv2.rectangle(annotated, (bar_left, bar_top), (bar_right, bar_bottom), (90, 90, 90), -1)
-    filled_right = bar_left + int((bar_right - bar_left) * min(max(bar_share, 0.0), 1.0))
-    cv2.rectangle(annotated, (bar_left, bar_top), (filled_right, bar_bottom), bar_colour, -1)
-    if snapshot.top:  # the threshold as a tick on the bar
-        tick = bar_left + int((bar_right - bar_left) * snapshot.confidence_threshold)
-        cv2.line(annotated, (tick, bar_top - 3), (tick, bar_bottom + 3), (255, 255, 255), 1)
-    return annotated
+        text, colour = snapshot.shown_sign, (80, 200, 80)
+    # The threshold as a tick on the bar.
+    return draw_prediction_band(frame_bgr, text, snapshot.confidence, colour, tick=snapshot.confidence_threshold)

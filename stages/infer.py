@@ -21,6 +21,7 @@ import time
 import cv2
 import numpy as np
 
+from stages.lib.overlay import draw_prediction_band
 from stages.lib.served import Prediction, load_bundle, predict_video
 from stages.lib.streaming import StreamingRecognizer
 from stages.lib.video import ClipRefused, iterate_video_frames
@@ -59,12 +60,11 @@ def format_prediction(prediction: Prediction) -> str:
 
 
 def draw_overlay(frame: np.ndarray, prediction: Prediction | None, fill: float) -> np.ndarray:
-    """Top prediction and a confidence bar on a BGR frame (or the buffer's fill while warming up)."""
-    text = f"{prediction.label} {prediction.top[0][1]:.0%}" if prediction else f"listening... {fill:.0%}"
-    share = prediction.top[0][1] if prediction else fill
-    cv2.rectangle(frame, (10, 10), (10 + int(300 * share), 30), (0, 200, 0), -1)
-    cv2.putText(frame, text, (10, 55), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2, cv2.LINE_AA)
-    return frame
+    """Top prediction and its confidence bar on a BGR frame (or the buffer's fill while warming up)."""
+    if prediction is None:
+        return draw_prediction_band(frame, f"listening... {fill:.0%}", fill, (200, 200, 200))
+    label, probability = prediction.top[0]
+    return draw_prediction_band(frame, f"{label} {probability:.0%}", probability, (80, 200, 80))
 
 
 def run_webcam(recognizer: StreamingRecognizer, index: int) -> None:

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import command_env, run
@@ -59,3 +60,15 @@ def test_the_benchmark_reports_every_figure(trained_workspace):
         assert key in figures, key
     assert figures["extract_pipeline_fps_best"] > 0 and figures["live_step_tflite_ms_p50"] > 0
     assert any(key.startswith("extract_peak_rss_mb_") for key in figures)
+
+
+def test_the_webcam_overlay_draws_the_label_band_on_a_copy():
+    from stages.infer import draw_overlay
+    from stages.lib.served import prediction_from_probabilities
+    frame = np.full((120, 160, 3), 200, np.uint8)
+    prediction = prediction_from_probabilities(np.array([0.25, 0.75]), ["a", "b"])
+    shown = draw_overlay(frame, prediction, fill=1.0)
+    assert shown.shape == frame.shape and (frame == 200).all()          # the camera frame is untouched
+    assert shown[:10].mean() < 100                                      # darkened band at the top
+    assert (shown[60:] == 200).all()                                    # the rest of the picture is kept
+    assert not np.array_equal(draw_overlay(frame, None, fill=0.2), shown)
