@@ -1,16 +1,21 @@
-"""Stage `sample`: pick `base.seq_len` frames from every clip and store them, with a manifest.
+"""Stage `sample`: take every clip's frames at one fixed rate in time and store them, with a manifest.
 
 Usage:
-    python -m stages.sample            # reads params.yaml: base, data, sample
+    python -m stages.sample            # reads params.yaml: base.image_size, base.seed, data, sample
 
 Reads the clips under `data.path` in the layout `data.source` names (see
 stages/lib/datasets.py), splits them by `data.split` (stages/lib/splits.py),
-and samples each with stages/lib/video.py in worker processes.
+and samples each with stages/lib/video.py in worker processes: `sample.fps`
+frames per second of the clip, the rate at which the live path takes camera
+frames, so a clip keeps its own length and a sign lasts as many frames in
+training as in front of the camera.
 
 Writes
-- `paths.frames` (HDF5): `frames` (N, seq_len, image_size, image_size, 3) uint8
-  RGB for the N usable clips, with per-clip `paths`, `labels`, `splits`,
-  `signers`, `num_frames`, `fps`, and attributes describing the preprocessing;
+- `paths.frames` (HDF5): `frames` (total frames, image_size, image_size, 3)
+  uint8 RGB, one row per sampled frame of the usable clips, `offsets`
+  (clips + 1,) saying where each clip starts and ends, per-clip `paths`,
+  `labels`, `splits`, `signers`, `num_frames` (source frames), `fps` (source
+  rate), and attributes describing the sampling and the preprocessing;
 - `paths.manifest` (CSV): one row per file found, usable or not:
   path,label,split,signer,status,reason,num_frames,fps.
 
@@ -23,6 +28,7 @@ the manifest, only when not one clip is usable.
 """
 from __future__ import annotations
 
+import json
 import os
 import unicodedata
 from dataclasses import dataclass, replace
@@ -38,8 +44,9 @@ from tqdm import tqdm
 from stages.lib.datasets import FoundFile, discover
 from stages.lib.params import load_params
 from stages.lib.splits import SPLITS, assign_split
-from stages.lib.storage import atomic_path, write_clip_columns
-from stages.lib.video import COLOR_ORDER, PREPROCESSING_DESCRIPTION, ClipRefused, refusal_kind, sample_clip
+from stages.lib.storage import atomic_path, write_clip_columns, write_offsets
+from stages.lib.video import (COLOR_ORDER, PREPROCESSING_DESCRIPTION, ClipRefused, Sampling, refusal_kind,
+                              sample_clip)
 
 MANIFEST_COLUMNS = ["path", "label", "split", "signer", "status", "reason", "num_frames", "fps"]
 
@@ -47,7 +54,7 @@ MANIFEST_COLUMNS = ["path", "label", "split", "signer", "status", "reason", "num
 @dataclass
 class SampleResult:
     row: dict                      # the manifest row
-    frames: np.ndarray | None      # (seq_len, H, W, 3) uint8 RGB when usable
+    frames: np.ndarray | None      # (sampled frames, H, W, 3) uint8 RGB when usable
 
 
 def display_path(path: Path) -> str:
@@ -59,16 +66,16 @@ def display_path(path: Path) -> str:
         return absolute.as_posix()
 
 
-def sample_one(job: tuple[FoundFile, str, int, int, int, float]) -> SampleResult:
+def sample_one(job: tuple[FoundFile, str, Sampling, float]) -> SampleResult:
     """Sample one found file into a manifest row and frames (runs in a worker process)."""
-    found, split, seq_len, image_size, min_frames, frames_fps = job
+    found, split, sampling, frames_fps = job
     row = {"path": display_path(found.path), "label": found.label, "split": split,
            "signer": found.signer, "status": "refused", "reason": found.refusal,
            "num_frames": 0, "fps": 0.0}
     if found.refusal:
         return SampleResult(row, None)
     try:
-        clip = sample_clip(found.path, seq_len, image_size, min_frames, found.frame_range, frames_fps)
+        clip = sample_clip(found.path, sampling, found.frame_range, frames_fps)
     except ClipRefused as refusal:
         row["reason"] = str(refusal)
         return SampleResult(row, None)
@@ -101,9 +108,17 @@ def split_key(path: Path, root: Path) -> str:
     return unicodedata.normalize("NFC", relative)
 
 
+def sampling_from_params(params: dict) -> Sampling:
+    """The one sampling rule of this pipeline, from params.yaml; the model card carries it on."""
+    sample = params["sample"]
+    return Sampling(fps=float(sample["fps"]), image_size=int(params["base"]["image_size"]),
+                    min_frames=int(sample["min_frames"]), max_seconds=float(sample["max_seconds"]))
+
+
 def plan_jobs(found_files: list[FoundFile], params: dict) -> list[tuple]:
     base, data, sample = params["base"], params["data"], params["sample"]
     mode, root = split_mode(data), Path(data["path"])
+    sampling = sampling_from_params(params)
     jobs = []
     for found in found_files:
         try:
@@ -111,19 +126,8 @@ def plan_jobs(found_files: list[FoundFile], params: dict) -> list[tuple]:
                                  sample["val_fraction"], sample["test_fraction"], base["seed"], mode=mode)
         except ValueError as error:   # an index entry with a split we do not know: one bad item, not a crash
             found, split = replace(found, refusal=found.refusal or f"unknown split in the index: {error}"), ""
-        jobs.append((found, split, base["seq_len"], base["image_size"], sample["min_frames"],
-                     float(data["frames_fps"])))
+        jobs.append((found, split, sampling, float(data["frames_fps"])))
     return jobs
-
-
-def sampling_rate(rows: list[dict], seq_len: int) -> float:
-    """Frames per second at which training sampled: seq_len over the median clip duration.
-
-    The live path feeds frames to the model at this rate, so a sign performed at
-    the typical speed fills the buffer the way training clips did.
-    """
-    durations = [row["num_frames"] / row["fps"] for row in rows if row["status"] == "ok" and row["fps"] > 0]
-    return float(seq_len / np.median(durations)) if durations else 0.0
 
 
 def write_outputs(frames_path: Path, manifest_path: Path, results: Iterable[SampleResult],
@@ -148,23 +152,28 @@ def write_frames_file(path: Path, results: Iterable[SampleResult], params: dict)
     """Stream usable clips into one HDF5 file at `path` as they arrive; return every manifest row.
 
     The frames dataset grows clip by clip, so memory does not grow with the
-    dataset. `path` should be a temporary one (see `write_outputs`).
+    dataset. One chunk per frame: readers take whole clips, or single frames.
+    `path` should be a temporary one (see `write_outputs`).
     """
-    seq_len, image_size = params["base"]["seq_len"], params["base"]["image_size"]
+    sampling = sampling_from_params(params)
+    size = sampling.image_size
     rows: list[dict] = []
     usable_rows: list[dict] = []
+    lengths: list[int] = []
     with h5py.File(path, "w") as handle:
         frames = handle.create_dataset(
-            "frames", shape=(0, seq_len, image_size, image_size, 3), dtype="uint8",
-            maxshape=(None, seq_len, image_size, image_size, 3),
-            chunks=(1, seq_len, image_size, image_size, 3), compression="lzf", track_times=False)
+            "frames", shape=(0, size, size, 3), dtype="uint8", maxshape=(None, size, size, 3),
+            chunks=(1, size, size, 3), compression="lzf", track_times=False)
         for result in results:
             rows.append(result.row)
             if result.frames is None:
                 continue
-            frames.resize(len(usable_rows) + 1, axis=0)
-            frames[len(usable_rows)] = result.frames
+            start = frames.shape[0]
+            frames.resize(start + len(result.frames), axis=0)
+            frames[start:] = result.frames                             # (clip frames, H, W, 3)
             usable_rows.append(result.row)
+            lengths.append(len(result.frames))
+        write_offsets(handle, lengths)
         write_clip_columns(handle, {
             "paths": [r["path"] for r in usable_rows], "labels": [r["label"] for r in usable_rows],
             "splits": [r["split"] for r in usable_rows], "signers": [r["signer"] for r in usable_rows]})
@@ -172,9 +181,10 @@ def write_frames_file(path: Path, results: Iterable[SampleResult], params: dict)
                               track_times=False)
         handle.create_dataset("fps", data=np.array([r["fps"] for r in usable_rows], np.float64), track_times=False)
         handle.attrs.update({
-            "seq_len": seq_len, "image_size": image_size, "color_order": COLOR_ORDER,
-            "layout": "(clip, time, height, width, channel)", "preprocessing": PREPROCESSING_DESCRIPTION,
-            "sample_fps": sampling_rate(rows, seq_len), "data_source": params["data"]["source"],
+            "image_size": size, "sample_fps": sampling.fps, "sampling": json.dumps(sampling.as_dict()),
+            "color_order": COLOR_ORDER, "layout": "(frame, height, width, channel); clip i is rows "
+            "offsets[i]:offsets[i+1]", "preprocessing": PREPROCESSING_DESCRIPTION,
+            "data_source": params["data"]["source"],
         })
     return rows
 

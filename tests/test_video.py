@@ -1,35 +1,61 @@
-"""The one preprocessing module: sampling indices, colour order, letterboxing, refusals."""
+"""The one preprocessing module: the fixed-rate clock, colour order, letterboxing, bounded decoding, refusals."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
-from stages.lib.video import (ClipRefused, letterbox_to_square, prepare_frame, sample_indices,
-                              sample_video)
+from stages.lib import video
+from stages.lib.video import (ClipRefused, Sampling, SamplingClock, fixed_rate_indices, letterbox_to_square,
+                              prepare_frame, sample_video)
 from tests.conftest import gray_ramp_frames, write_video
 
 
-def test_sample_indices_spread_evenly_over_the_clip():
-    assert sample_indices(10, 5).tolist() == [1, 3, 5, 7, 9]
-    assert sample_indices(100, 4).tolist() == [12, 37, 62, 87]
+def sampling(fps: float = 10, image_size: int = 32, min_frames: int = 1, max_seconds: float = 0.0) -> Sampling:
+    return Sampling(fps=fps, image_size=image_size, min_frames=min_frames, max_seconds=max_seconds)
 
 
-def test_sample_indices_repeat_frames_of_short_clips_in_order():
-    indices = sample_indices(3, 7)
-    assert indices.tolist() == sorted(indices.tolist())
-    assert set(indices.tolist()) == {0, 1, 2}
-    assert len(indices) == 7
+def centre_levels(frames: np.ndarray) -> np.ndarray:
+    """(T, S, S, 3) RGB -> (T,) gray level at the centre (inside any letterbox)."""
+    size = frames.shape[1]
+    return frames[:, size // 2, size // 2, 0].astype(int)
 
 
-@pytest.mark.parametrize("num_frames,seq_len", [(1, 1), (5, 20), (20, 20), (301, 30)])
-def test_sample_indices_stay_inside_the_clip(num_frames, seq_len):
-    indices = sample_indices(num_frames, seq_len)
-    assert indices.min() >= 0 and indices.max() <= num_frames - 1
+@pytest.mark.parametrize("source_fps,rate,count,expected", [
+    (30, 10, 10, [0, 3, 6, 9]),                 # every third frame
+    (25, 10, 11, [0, 3, 5, 8, 10]),             # the first frame at or after each tick (0, .1, .2, .3, .4 s)
+    (10, 10, 4, [0, 1, 2, 3]),                  # same rate: every frame
+    (5, 10, 3, [0, 1, 1, 2, 2]),                # a slow source: each frame covers two ticks
+    (0, 10, 3, [0, 1, 2]),                      # rate unknown: one tick per frame
+])
+def test_fixed_rate_indices_take_one_frame_per_tick(source_fps, rate, count, expected):
+    assert fixed_rate_indices(count, source_fps, rate).tolist() == expected
 
 
-def test_sample_indices_reject_empty_clip():
-    with pytest.raises(ValueError, match="num_frames must be at least 1"):
-        sample_indices(0, 5)
+def test_a_second_of_video_is_the_same_number_of_frames_whatever_the_camera():
+    for source_fps in (24, 25, 29.97, 30, 50, 60):
+        assert len(fixed_rate_indices(int(round(source_fps * 3)), source_fps, rate=10)) in (30, 31), source_fps
+
+
+def test_the_live_clock_takes_the_same_frames_as_sampling_a_file():
+    clock = SamplingClock(rate=10)
+    taken = [index for index in range(90) for _ in range(clock.ticks(1000.0 + index / 30))]   # any start time
+    assert taken == fixed_rate_indices(90, 30, 10).tolist()
+
+
+def test_the_clock_fills_a_gap_with_the_next_frame_but_at_most_max_ticks():
+    clock = SamplingClock(rate=10, max_ticks=5)
+    assert clock.ticks(0.0) == 1
+    assert clock.ticks(0.05) == 0
+    assert clock.ticks(0.31) == 3            # ticks 0.1, 0.2, 0.3 were all waiting for this frame
+    assert clock.ticks(60.0) == 5            # a paused stream: capped
+    clock.reset()
+    assert clock.ticks(3.0) == 1
+
+
+def test_sampling_needs_a_positive_rate():
+    with pytest.raises(ValueError, match="above 0 frames/s"):
+        Sampling(fps=0, image_size=32)
 
 
 def test_prepare_frame_converts_bgr_to_rgb():
@@ -48,15 +74,12 @@ def test_letterbox_pads_the_short_side_and_keeps_content_centred():
     assert square[10:30].min() == 200                              # content untouched
 
 
-def test_sample_video_reads_the_evenly_spread_frames(tmp_path):
-    path = write_video(tmp_path / "ramp.avi", gray_ramp_frames(10))
-    clip = sample_video(path, seq_len=5, image_size=32)
-    assert clip.frames.shape == (5, 32, 32, 3)
-    brightness = clip.frames.reshape(5, -1).mean(axis=1)
-    expected = 10 + 20 * sample_indices(10, 5)
-    # The centre of the frame (inside the letterbox) carries the gray level.
-    centre = clip.frames[:, 16, 16, 0].astype(int)
-    assert np.all(np.abs(centre - expected) <= 4), (centre, expected, brightness)
+def test_sample_video_takes_frames_at_the_fixed_rate(tmp_path):
+    path = write_video(tmp_path / "ramp.avi", gray_ramp_frames(10), fps=25)      # 0.4 s
+    clip = sample_video(path, sampling(fps=10))
+    assert clip.frames.shape == (4, 32, 32, 3)                                  # ticks at 0, .1, .2, .3 s
+    expected = 10 + 20 * fixed_rate_indices(10, 25, 10)
+    assert np.all(np.abs(centre_levels(clip.frames) - expected) <= 4), (centre_levels(clip.frames), expected)
     assert clip.num_frames == 10 and clip.fps == pytest.approx(25.0)
 
 
@@ -64,17 +87,59 @@ def test_sample_video_refuses_an_empty_file(tmp_path):
     path = tmp_path / "empty.mp4"
     path.touch()
     with pytest.raises(ClipRefused, match="empty file"):
-        sample_video(path, seq_len=4, image_size=32)
+        sample_video(path, sampling())
 
 
 def test_sample_video_refuses_text_with_a_video_extension(tmp_path):
     path = tmp_path / "notes.mp4"
     path.write_text("this is not a video\n" * 50)
     with pytest.raises(ClipRefused, match="cannot open as video|no decodable frames"):
-        sample_video(path, seq_len=4, image_size=32)
+        sample_video(path, sampling())
 
 
 def test_sample_video_refuses_clips_shorter_than_min_frames(tmp_path):
-    path = write_video(tmp_path / "short.avi", gray_ramp_frames(3))
-    with pytest.raises(ClipRefused, match=r"too short: 3 frames, need at least 5"):
-        sample_video(path, seq_len=8, image_size=32, min_frames=5)
+    path = write_video(tmp_path / "short.avi", gray_ramp_frames(6), fps=25)     # 3 frames at 10/s
+    with pytest.raises(ClipRefused, match=r"too short: 3 frames at 10 frames/s, need at least 5 \(sample.min_frames\)"):
+        sample_video(path, sampling(min_frames=5))
+
+
+def test_a_clip_longer_than_the_limit_is_refused_before_decoding(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "long.avi", gray_ramp_frames(12), fps=4)      # 3 s
+    monkeypatch.setattr(video, "decode_at_fixed_rate", lambda *args: pytest.fail("decoded a clip known too long"))
+    with pytest.raises(ClipRefused, match=r"too long: 3.0 s, at most 2 s \(sample.max_seconds\)"):
+        sample_video(path, sampling(max_seconds=2))
+
+
+class CountingCapture:
+    """The real cv2.VideoCapture, counting the frames grabbed (to see where decoding stops)."""
+    grabbed = 0
+    real_capture = cv2.VideoCapture
+
+    def __init__(self, path):
+        self.capture = CountingCapture.real_capture(path)
+
+    def grab(self):
+        CountingCapture.grabbed += 1
+        return self.capture.grab()
+
+    def __getattr__(self, name):
+        return getattr(self.capture, name)
+
+
+def test_decoding_stops_at_the_end_of_a_frame_range(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "raw.avi", gray_ramp_frames(12), fps=10)
+    monkeypatch.setattr(video.cv2, "VideoCapture", CountingCapture)
+    CountingCapture.grabbed = 0
+    clip = sample_video(path, sampling(fps=10), frame_range=(2, 5))
+    assert np.all(np.abs(centre_levels(clip.frames) - (10 + 20 * np.arange(2, 6))) <= 4)
+    assert CountingCapture.grabbed == 6                     # frames 0..5, not the 6 after the range
+
+
+def test_a_header_without_a_frame_count_still_stops_at_the_limit(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "long.avi", np.tile(gray_ramp_frames(10), (4, 1, 1, 1)), fps=10)   # 4 s
+    monkeypatch.setattr(video, "read_header", lambda path: (0, 10.0))        # a container that lies
+    monkeypatch.setattr(video.cv2, "VideoCapture", CountingCapture)
+    CountingCapture.grabbed = 0
+    with pytest.raises(ClipRefused, match=r"too long: at least 2.1 s, at most 2 s"):
+        sample_video(path, sampling(max_seconds=2))
+    assert CountingCapture.grabbed <= 22

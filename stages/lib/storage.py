@@ -1,10 +1,18 @@
 """Atomic file writing and the HDF5 layout shared by the sampled frames and the embeddings.
 
 Usage:
-    from stages.lib.storage import atomic_path, read_clip_table
+    from stages.lib.storage import atomic_path, read_clip_table, read_offsets, clip_slice
     with atomic_path("features/embeddings.h5") as tmp:   # renamed into place only on success
         write_hdf5(tmp, ...)
     table = read_clip_table("data/frames.h5")            # paths, labels, splits, signers
+    offsets = read_offsets("data/frames.h5")             # (clips + 1,): clip i is rows offsets[i]:offsets[i+1]
+    with h5py.File("data/frames.h5") as handle:
+        frames = handle["frames"][clip_slice(offsets, 3)]   # (frames of clip 3, H, W, 3)
+
+Both files are flat along time: clips have their own lengths (they are sampled at
+a fixed rate in time), so frames and embeddings are stored one row per sampled
+frame, `(total frames, ...)`, and `offsets` (clips + 1 entries) says where each
+clip starts and ends. Row order is clip order, so the two files line up.
 
 A stage killed half way (even by SIGKILL) leaves at most a `*.partial` file
 that no later stage reads; the real path is replaced in one rename.
@@ -52,6 +60,23 @@ def write_clip_columns(handle: h5py.File, columns: dict[str, list[str]]) -> None
     for name in CLIP_COLUMNS:
         handle.create_dataset(name, data=np.array(columns[name], dtype=object), dtype=STRING_DTYPE,
                               track_times=False)
+
+
+def write_offsets(handle: h5py.File, lengths: list[int]) -> np.ndarray:
+    """Store `offsets` (clips + 1,) int64 from the clips' lengths; returns it."""
+    offsets = np.concatenate([[0], np.cumsum(np.asarray(lengths, np.int64))]).astype(np.int64)
+    handle.create_dataset("offsets", data=offsets, track_times=False)
+    return offsets
+
+
+def read_offsets(path: str | Path) -> np.ndarray:
+    """(clips + 1,) int64: clip i holds rows offsets[i]:offsets[i + 1] of the file's per-frame dataset."""
+    with h5py.File(path, "r") as handle:
+        return handle["offsets"][...]
+
+
+def clip_slice(offsets: np.ndarray, index: int) -> slice:
+    return slice(int(offsets[index]), int(offsets[index + 1]))
 
 
 def read_clip_table(path: str | Path) -> dict[str, np.ndarray]:

@@ -1,14 +1,17 @@
-"""The one home of frame preprocessing: reading, colour order, resizing, temporal sampling.
+"""The one home of frame preprocessing: reading, colour order, resizing, and sampling at a fixed rate in time.
 
 Usage:
-    from stages.lib.video import sample_clip, sample_video, prepare_frame
-    clip = sample_video("data/synthetic/wave/s00_r0.mp4", seq_len=20, image_size=224)
-    clip.frames            # (seq_len, 224, 224, 3) uint8, RGB
-    clip = sample_clip("frames/hello/clip01", seq_len=20, image_size=224)  # a folder of frame images
-    rgb = prepare_frame(bgr_camera_frame, image_size=224)   # (224, 224, 3) uint8, RGB
+    from stages.lib.video import Sampling, SamplingClock, sample_clip, prepare_frame
+    sampling = Sampling(fps=10, image_size=224, min_frames=5, max_seconds=60)
+    clip = sample_clip("data/synthetic/wave/signer00_r0.mp4", sampling)
+    clip.frames            # (frames at 10 per second of the clip, 224, 224, 3) uint8, RGB
+    rgb = prepare_frame(bgr_camera_frame, image_size=224)    # (224, 224, 3) uint8, RGB
+    clock = SamplingClock(rate=10)                           # the live path: which camera frames to take
+    clock.ticks(timestamp)                                   # 0, 1 (or more after a gap) frames due now
 
 The sample stage, the extract stage, the live streaming path, the app and the
-tests all call these functions, so training and serving see identical pixels.
+tests all call these functions, so training and serving see identical pixels
+at the identical rate in time.
 
 Conventions, fixed here and nowhere else:
 - colour order RGB (OpenCV decodes BGR; we convert once, in `prepare_frame`);
@@ -16,20 +19,27 @@ Conventions, fixed here and nowhere else:
 - non-square frames are letterboxed (padded with black to a square, centred)
   before resizing, so hands near the frame edge are never cropped away;
 - resizing uses INTER_AREA (anti-aliased downscaling);
-- temporal sampling takes `seq_len` frames evenly spread over the clip's
-  duration, the centre of each of `seq_len` equal time slices; a clip with fewer
-  than `seq_len` frames gets some frames repeated (no padding, no mask), so a
-  short clip is a slowed-down clip and every path sees full sequences;
-- a clip with fewer than `min_frames` usable frames is refused, never padded;
+- sampling takes frames at one fixed rate in time (`Sampling.fps`), whatever
+  the source's frame rate, with the same clock the live path runs on camera
+  timestamps (`SamplingClock`): a tick every 1/fps seconds takes the first frame
+  at or after it. A source slower than the rate gives some frames twice (a
+  5 fps clip at 10 fps shows each frame twice), so a second of video is always
+  `fps` frames, in training and live alike;
+- nothing is padded here: a clip keeps its own length; the window code
+  (stages/lib/windows.py) pads short clips with their own first and last frames;
+- a clip with fewer than `min_frames` sampled frames, or a usable part longer
+  than `max_seconds`, is refused with the reason;
 - a clip stored as a folder of frame images (.jpg/.png, natural order: frame_2
   before frame_10) is read with cv2.imread, which gives BGR like video decoding,
-  and goes through the same sampling and `prepare_frame`.
+  and goes through the same clock and `prepare_frame`; with an unknown rate
+  (`frames_fps` 0) each image is taken as one tick.
 
 Refusal reasons read "<kind>: <details>" (or just "<kind>"), so the metrics can
 count refusals by kind while the manifest keeps the details.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -43,10 +53,13 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 RESIZE_INTERPOLATION = cv2.INTER_AREA
 COLOR_ORDER = "RGB"
 PREPROCESSING_DESCRIPTION = (
-    "frames sampled evenly over the clip duration (centre of seq_len equal slices, "
-    "short clips repeat frames); letterboxed to square with black; resized with "
-    "cv2.INTER_AREA; RGB uint8"
+    "frames taken at a fixed rate in time (a tick every 1/fps s takes the first frame at or after it; "
+    "slower sources repeat frames); letterboxed to square with black; resized with cv2.INTER_AREA; RGB uint8"
 )
+# Tick times are compared in floating point; a frame this close before a tick counts as on it
+# (frame 3 of a 30 fps clip is at 0.1 s, which 3 / 30 gives as 0.09999...).
+CLOCK_TOLERANCE_SECONDS = 1e-6
+FALLBACK_CAMERA_FPS = 25.0   # a video container that states no rate: a typical camera's
 
 
 class ClipRefused(Exception):
@@ -63,15 +76,85 @@ def refusal_kind(reason: str) -> str:
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """How clips become model frames; the model card carries it, so every consumer uses one rule."""
+    fps: float                 # frames per second of stream time that enter the model
+    image_size: int            # side of the square RGB frame
+    min_frames: int = 1        # fewer sampled frames than this: refused (sample.min_frames)
+    max_seconds: float = 0.0   # a usable part longer than this is refused; 0 = no limit (sample.max_seconds)
+
+    def __post_init__(self):
+        if not self.fps > 0:
+            raise ValueError(f"sampling rate must be above 0 frames/s, got {self.fps}")
+
+    def as_dict(self) -> dict:
+        return {"fps": float(self.fps), "image_size": int(self.image_size), "min_frames": int(self.min_frames),
+                "max_seconds": float(self.max_seconds)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Sampling":
+        return cls(float(values["fps"]), int(values["image_size"]), int(values.get("min_frames", 1)),
+                   float(values.get("max_seconds", 0.0)))
+
+
+@dataclass(frozen=True)
 class SampledClip:
-    frames: np.ndarray        # (seq_len, image_size, image_size, 3) uint8 RGB
-    num_frames: int           # frames actually decodable in the clip (or its frame range)
-    fps: float                # frames per second from the container (0 when unknown)
+    frames: np.ndarray        # (sampled frames, image_size, image_size, 3) uint8 RGB, at Sampling.fps
+    num_frames: int           # source frames in the usable part (decodable, inside the frame range)
+    fps: float                # source frames per second from the container (0 when unknown)
     note: str = ""            # something a user should know although the clip is usable
 
     @property
     def duration_seconds(self) -> float:
         return self.num_frames / self.fps if self.fps > 0 else 0.0
+
+
+class SamplingClock:
+    """Ticks every 1/rate seconds of stream time; each incoming frame covers the ticks since the last one.
+
+    The first frame starts the clock (tick 0). `ticks(timestamp)` is how many
+    ticks this frame is the first frame at or after: usually 0 or 1; 2 or more
+    when frames are further apart than a tick (a slow camera, dropped frames),
+    so that the buffer keeps the rate in time. `max_ticks` caps it after a long
+    gap (a paused stream), which would otherwise flood the buffer with one frame.
+    """
+
+    def __init__(self, rate: float, max_ticks: int | None = None):
+        if not rate > 0:
+            raise ValueError(f"rate must be above 0 frames/s, got {rate}")
+        self.rate = float(rate)
+        self.max_ticks = max_ticks
+        self.reset()
+
+    def reset(self) -> None:
+        self.start: float | None = None
+        self.ticks_taken = 0
+
+    def ticks(self, timestamp: float) -> int:
+        if self.start is None:
+            self.start = timestamp
+        # Ticks 0 .. due-1 lie at or before this frame.
+        due = math.floor((timestamp - self.start) * self.rate + CLOCK_TOLERANCE_SECONDS * self.rate) + 1
+        count = max(due - self.ticks_taken, 0)
+        self.ticks_taken = max(self.ticks_taken, due)
+        return min(count, self.max_ticks) if self.max_ticks is not None else count
+
+
+def fixed_rate_indices(num_frames: int, source_fps: float, rate: float) -> np.ndarray:
+    """Indices into a clip of `num_frames` frames at `source_fps`, one per tick of the clock at `rate`.
+
+    >>> fixed_rate_indices(10, source_fps=30, rate=10).tolist()     # every third frame
+    [0, 3, 6, 9]
+    >>> fixed_rate_indices(3, source_fps=5, rate=10).tolist()       # a slow source: frames repeat
+    [0, 1, 1, 2, 2]
+    >>> fixed_rate_indices(3, source_fps=0, rate=10).tolist()       # rate unknown: one tick per frame
+    [0, 1, 2]
+    """
+    if source_fps <= 0:
+        return np.arange(num_frames, dtype=np.int64)
+    clock = SamplingClock(rate)
+    indices = [index for index in range(num_frames) for _ in range(clock.ticks(index / source_fps))]
+    return np.array(indices, dtype=np.int64)
 
 
 def is_video_file(path: str | Path) -> bool:
@@ -88,22 +171,6 @@ def list_frame_images(folder: str | Path) -> list[Path]:
     """The frame images directly inside a clip folder, in natural order (frame_2 before frame_10)."""
     images = [path for path in Path(folder).iterdir() if path.is_file() and is_frame_image(path)]
     return natsorted(images, key=lambda path: path.name, alg=ns.IGNORECASE)
-
-
-def sample_indices(num_frames: int, seq_len: int) -> np.ndarray:
-    """Indices of `seq_len` frames spread evenly over `num_frames` (centre of each slice).
-
-    >>> sample_indices(10, 5).tolist()
-    [1, 3, 5, 7, 9]
-    >>> sample_indices(3, 6).tolist()       # short clip: frames repeat
-    [0, 0, 1, 1, 2, 2]
-    """
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be at least 1, got {num_frames}")
-    if seq_len < 1:
-        raise ValueError(f"seq_len must be at least 1, got {seq_len}")
-    slice_centres = (np.arange(seq_len) + 0.5) * num_frames / seq_len
-    return np.minimum(np.floor(slice_centres).astype(np.int64), num_frames - 1)
 
 
 def letterbox_to_square(frame: np.ndarray) -> np.ndarray:
@@ -129,56 +196,110 @@ def prepare_frame(frame_bgr: np.ndarray, image_size: int) -> np.ndarray:
     return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
 
 
-def sample_video(path: str | Path, seq_len: int, image_size: int, min_frames: int = 1,
-                 frame_range: tuple[int, int] | None = None) -> SampledClip:
-    """Decode a video and return `seq_len` evenly spread, preprocessed frames.
+def sample_clip(path: str | Path, sampling: Sampling, frame_range: tuple[int, int] | None = None,
+                frames_fps: float = 0.0) -> SampledClip:
+    """A stored clip, either a video file or a folder of frame images -> its frames at `sampling.fps`.
 
-    `frame_range` (first, last), inclusive and 0-based, restricts sampling to part
-    of the clip (WLASL-style indexes). Raises ClipRefused with a readable reason.
-    """
-    path = Path(path)
-    check_file_not_empty(path)
-    header_count, fps = read_header(path)
-    decodable_count, frames_by_index = decode_selected_frames(
-        path, header_count, seq_len, image_size, frame_range)
-    note = ""
-    if header_count > 0 and decodable_count < header_count:
-        note = f"header says {header_count} frames, {decodable_count} decodable; sampled those"
-    first, last, range_note = resolve_frame_range(frame_range, decodable_count)
-    note = "; ".join(text for text in (note, range_note) if text)
-    usable = last - first + 1
-    if usable < min_frames and decodable_count < header_count:
-        raise ClipRefused(f"truncated: {decodable_count} of the {header_count} frames the header declares are "
-                          f"decodable, need at least {min_frames} (sample.min_frames)")
-    check_long_enough(usable, min_frames)
-    wanted = first + sample_indices(usable, seq_len)
-    if any(index not in frames_by_index for index in wanted):
-        # The header's frame count was wrong, so the first pass picked other frames:
-        # decode again now that the true count is known.
-        _, frames_by_index = decode_selected_frames(path, decodable_count, seq_len, image_size, frame_range)
-    frames = np.stack([frames_by_index[index] for index in wanted])  # (seq_len, H, W, 3)
-    return SampledClip(frames=frames, num_frames=usable, fps=fps, note=note)
-
-
-def sample_clip(path: str | Path, seq_len: int, image_size: int, min_frames: int = 1,
-                frame_range: tuple[int, int] | None = None, frames_fps: float = 0.0) -> SampledClip:
-    """A stored clip, either a video file or a folder of frame images -> `seq_len` prepared frames.
-
+    `frame_range` (first, last), inclusive and 0-based (last -1 or None: to the
+    end), restricts sampling to part of the clip (WLASL-style indexes).
     `frames_fps` is the rate at which a folder's images were taken (0 when
-    unknown); a video file's rate comes from its container.
+    unknown); a video file's rate comes from its container. Raises ClipRefused
+    with a readable reason.
     """
     if Path(path).is_dir():
-        return sample_frame_folder(path, seq_len, image_size, min_frames, frame_range, fps=frames_fps)
-    return sample_video(path, seq_len, image_size, min_frames, frame_range)
+        return sample_frame_folder(path, sampling, frame_range, fps=frames_fps)
+    return sample_video(path, sampling, frame_range)
 
 
-def sample_frame_folder(folder: str | Path, seq_len: int, image_size: int, min_frames: int = 1,
-                        frame_range: tuple[int, int] | None = None, fps: float = 0.0) -> SampledClip:
-    """A clip stored as frame images (one per frame, natural order) -> `seq_len` prepared frames.
+def sample_video(path: str | Path, sampling: Sampling, frame_range: tuple[int, int] | None = None) -> SampledClip:
+    """Decode a video once and keep, preprocessed, the frames the fixed-rate clock takes."""
+    path = Path(path)
+    check_file_not_empty(path)
+    header_count, header_fps = read_header(path)
+    fps = header_fps or FALLBACK_CAMERA_FPS
+    first, last, range_note = 0, None, ""
+    if frame_range is not None:
+        if header_count > 0:
+            first, last, range_note = resolve_frame_range(frame_range, header_count)
+        else:   # no frame count in the header: count by decoding, then resolve the range on the truth
+            first, last, range_note = resolve_frame_range(frame_range, count_decodable_frames(path))
+    expected = (last if last is not None else header_count - 1) - first + 1
+    check_not_too_long(expected, fps, sampling)
+    frames, decoded = decode_at_fixed_rate(path, fps, first, last, sampling)
+    usable = decoded - first
+    if usable <= 0:
+        raise ClipRefused(f"frame range outside the clip: starts at frame {first}, the clip has {decoded} "
+                          "decodable frames")
+    truncated = header_count > 0 and decoded < (last + 1 if last is not None else header_count)
+    notes = [range_note]
+    if truncated:
+        notes.insert(0, f"header says {header_count} frames, {decoded} decodable; sampled those")
+        if len(frames) < sampling.min_frames:
+            raise ClipRefused(f"truncated: {decoded} of the {header_count} frames the header declares are "
+                              f"decodable, need at least {sampling.min_frames} at {sampling.fps:g} frames/s "
+                              "(sample.min_frames)")
+    if not header_fps:
+        notes.append(f"no frame rate in the container: taken as {FALLBACK_CAMERA_FPS:g} frames/s")
+    check_long_enough(len(frames), sampling)
+    return SampledClip(frames=np.stack(frames), num_frames=usable, fps=header_fps,
+                       note="; ".join(note for note in notes if note))
+
+
+def decode_at_fixed_rate(path: Path, fps: float, first: int, last: int | None,
+                         sampling: Sampling) -> tuple[list[np.ndarray], int]:
+    """Walk the stream once from frame 0 to `last` (or the end); prepare only the frames the clock takes.
+
+    `grab()` every frame and `retrieve()` only the wanted ones: measured here at
+    about half the cost of seeking. Decoding stops at the range's last frame
+    (a WLASL range in a raw YouTube video ends long before the file does), and
+    a clip that turns out longer than `sampling.max_seconds` stops as soon as it
+    is known to be too long. Returns (prepared frames, (H, W, 3) RGB each, the
+    index one past the last frame decoded).
+    """
+    clock = SamplingClock(sampling.fps)
+    limit = sampling.max_seconds * fps if sampling.max_seconds > 0 else math.inf
+    capture = cv2.VideoCapture(str(path))
+    frames: list[np.ndarray] = []
+    index = 0
+    try:
+        while (last is None or index <= last) and capture.grab():
+            if index >= first:
+                if index - first + 1 > limit:
+                    raise ClipRefused(too_long_reason(index - first + 1, fps, sampling, "at least "))
+                ticks = clock.ticks((index - first) / fps)
+                if ticks:
+                    ok, frame = capture.retrieve()
+                    if not ok or frame is None:
+                        break  # a frame that cannot be decoded ends the usable part of the clip
+                    frames.extend([prepare_frame(frame, sampling.image_size)] * ticks)
+            index += 1
+    finally:
+        capture.release()
+    if index == 0:
+        raise ClipRefused("no decodable frames: truncated, corrupt, or an unsupported codec")
+    return frames, index
+
+
+def count_decodable_frames(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    try:
+        while capture.grab():
+            count += 1
+    finally:
+        capture.release()
+    if count == 0:
+        raise ClipRefused("no decodable frames: truncated, corrupt, or an unsupported codec")
+    return count
+
+
+def sample_frame_folder(folder: str | Path, sampling: Sampling, frame_range: tuple[int, int] | None = None,
+                        fps: float = 0.0) -> SampledClip:
+    """A clip stored as frame images (one per frame, natural order) -> its frames at `sampling.fps`.
 
     Every image of the clip (or of its frame range) is decoded, not only the
-    sampled ones, for the same reason video decoding walks the whole stream: a
-    clip with a broken frame is refused with the file named, never half used.
+    sampled ones, for the same reason a truncated video is noticed: a clip with
+    a broken frame is refused with the file named, never half used.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -188,10 +309,14 @@ def sample_frame_folder(folder: str | Path, seq_len: int, image_size: int, min_f
         raise ClipRefused("no frame images: the clip folder holds no .jpg or .png file")
     first, last, note = resolve_frame_range(frame_range, len(images))
     usable = last - first + 1
-    check_long_enough(usable, min_frames)
-    wanted = first + sample_indices(usable, seq_len)
-    frames_by_index = read_frame_images(images, first, last, set(wanted.tolist()), image_size)
-    frames = np.stack([frames_by_index[index] for index in wanted])  # (seq_len, H, W, 3)
+    check_not_too_long(usable, fps if fps > 0 else sampling.fps, sampling)
+    wanted = first + fixed_rate_indices(usable, fps, sampling.fps)
+    check_long_enough(len(wanted), sampling)
+    frames_by_index = read_frame_images(images, first, last, set(wanted.tolist()), sampling.image_size)
+    if fps <= 0:
+        note = "; ".join(filter(None, [note, f"frame rate unknown (data.frames_fps 0): each image taken as one "
+                                             f"tick at {sampling.fps:g} frames/s"]))
+    frames = np.stack([frames_by_index[index] for index in wanted])  # (sampled, H, W, 3)
     return SampledClip(frames=frames, num_frames=usable, fps=float(fps), note=note)
 
 
@@ -213,10 +338,22 @@ def read_frame_images(images: list[Path], first: int, last: int, wanted: set[int
     return frames_by_index
 
 
-def check_long_enough(usable: int, min_frames: int) -> None:
-    """Refuse a clip shorter than `min_frames` (sample.min_frames); longer ones repeat frames when short."""
-    if usable < min_frames:
-        raise ClipRefused(f"too short: {usable} frames, need at least {min_frames} (sample.min_frames)")
+def check_long_enough(sampled: int, sampling: Sampling) -> None:
+    """Refuse a clip with fewer than `min_frames` frames at the sampling rate (sample.min_frames)."""
+    if sampled < sampling.min_frames:
+        raise ClipRefused(f"too short: {sampled} frames at {sampling.fps:g} frames/s, need at least "
+                          f"{sampling.min_frames} (sample.min_frames)")
+
+
+def too_long_reason(frames: int, fps: float, sampling: Sampling, qualifier: str = "") -> str:
+    return (f"too long: {qualifier}{frames / fps:.1f} s, at most {sampling.max_seconds:g} s "
+            "(sample.max_seconds)")
+
+
+def check_not_too_long(frames: int, fps: float, sampling: Sampling) -> None:
+    """Refuse, before decoding, a clip whose header already says it is longer than the limit."""
+    if sampling.max_seconds > 0 and fps > 0 and frames / fps > sampling.max_seconds:
+        raise ClipRefused(too_long_reason(frames, fps, sampling))
 
 
 def check_file_not_empty(path: Path) -> None:
@@ -267,39 +404,6 @@ def resolve_frame_range(frame_range: tuple[int, int] | None, num_frames: int) ->
     return first, last, ""
 
 
-def decode_selected_frames(path: Path, expected_count: int, seq_len: int, image_size: int,
-                           frame_range: tuple[int, int] | None) -> tuple[int, dict[int, np.ndarray]]:
-    """Walk the whole stream once; decode and preprocess only the frames sampling needs.
-
-    `grab()` every frame and `retrieve()` only the wanted ones: measured here at
-    about half the cost of seeking, and it also counts the frames truly decodable.
-    Returns (decodable frame count, {index: prepared RGB frame}).
-    """
-    wanted: set[int] = set()
-    if expected_count > 0:
-        try:
-            first, last, _ = resolve_frame_range(frame_range, expected_count)
-            wanted = set((first + sample_indices(last - first + 1, seq_len)).tolist())
-        except ClipRefused:
-            pass  # the header may be wrong: the caller decides once the true count is known
-    capture = cv2.VideoCapture(str(path))
-    frames_by_index: dict[int, np.ndarray] = {}
-    count = 0
-    try:
-        while capture.grab():
-            if count in wanted:
-                ok, frame = capture.retrieve()
-                if not ok or frame is None:
-                    break  # a frame that cannot be decoded ends the usable part of the clip
-                frames_by_index[count] = prepare_frame(frame, image_size)
-            count += 1
-    finally:
-        capture.release()
-    if count == 0:
-        raise ClipRefused("no decodable frames: truncated, corrupt, or an unsupported codec")
-    return count, frames_by_index
-
-
 def iterate_video_frames(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
     """Every decodable frame of a video as (timestamp in seconds, BGR frame), like a camera would give.
 
@@ -309,7 +413,7 @@ def iterate_video_frames(path: str | Path) -> Iterator[tuple[float, np.ndarray]]
     path = Path(path)
     check_file_not_empty(path)
     _, fps = read_header(path)
-    fps = fps or 25.0
+    fps = fps or FALLBACK_CAMERA_FPS
     capture = cv2.VideoCapture(str(path))
     try:
         index = 0
