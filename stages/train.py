@@ -1,16 +1,25 @@
-"""Stage `train`: fit the BiLSTM head on cached embeddings (no CNN in the loop).
+"""Stage `train`: fit the BiLSTM head on windows of cached embeddings (no CNN in the loop).
 
 Usage:
-    python -m stages.train             # reads params.yaml: base.seed, train
+    python -m stages.train             # reads params.yaml: base.seed, base.seq_len, train
 
-Keras `fit` on the train split with the validation split for EarlyStopping,
-ReduceLROnPlateau and the best checkpoint; the test split is never read here.
+Each epoch draws new windows of `base.seq_len` embeddings from every training
+clip (stages/lib/windows.py): at random positions around the clip's middle and
+at slightly random speeds, the way the live ring buffer sees a sign; clips of
+the no-sign class (`_none`, idle footage) give windows from anywhere in them.
+Validation uses fixed windows (the centred one plus a few jittered ones drawn
+once with the seed) for EarlyStopping, ReduceLROnPlateau and the best
+checkpoint; the test split is never read here.
+
 Writes `paths.head` (best-by-validation model), `paths.labels` (class names in
-output order, with what the head needs to be used alone), dvclive curves under
-`paths.train_logs` and TensorBoard events under `paths.tensorboard`.
+output order and everything the head needs to be used alone: window, rate,
+no-sign class), dvclive curves under `paths.train_logs` and TensorBoard events
+under `paths.train_tensorboard`.
 """
 from __future__ import annotations
 
+import json
+import math
 import shutil
 from pathlib import Path
 
@@ -20,10 +29,14 @@ import tensorflow as tf
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
-from stages.lib.embeddings import class_names, load_split
+from stages.lib.datasets import NO_SIGN_LABEL
+from stages.lib.embeddings import SplitClips, class_names, load_split
 from stages.lib.models import build_head
 from stages.lib.params import load_params
 from stages.lib.storage import read_attributes, write_json
+from stages.lib.windows import WindowJitter, centred_window, random_window
+
+VALIDATION_JITTERED_WINDOWS = 2   # per validation clip, besides the centred one: validation sees off-centre windows too
 
 
 def seed_everything(seed: int) -> None:
@@ -32,11 +45,67 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+class TrainingWindows(keras.utils.PyDataset):
+    """Batches of windows (batch, seq_len, 1280) drawn anew every epoch from the training clips.
+
+    Which clip, where and how fast is planned at the start of each epoch from
+    a generator seeded by (seed, epoch), so runs repeat exactly; windows are cut
+    per batch, so memory holds one batch, not an epoch.
+    """
+
+    def __init__(self, split: SplitClips, seq_len: int, batch_size: int, windows_per_clip: int,
+                 jitter: WindowJitter, seed: int, no_sign_index: int | None):
+        super().__init__()
+        self.split, self.seq_len, self.batch_size = split, seq_len, batch_size
+        self.windows_per_clip, self.jitter, self.seed = windows_per_clip, jitter, seed
+        self.no_sign_index = no_sign_index
+        self.epoch = 0
+        self.plan_epoch()
+
+    def plan_epoch(self) -> None:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        clips = np.repeat(np.arange(len(self.split)), self.windows_per_clip)
+        self.order = rng.permutation(clips)
+        self.window_seeds = rng.integers(0, 2**63 - 1, size=len(self.order))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.order) / self.batch_size)
+
+    def __getitem__(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = slice(batch_index * self.batch_size, (batch_index + 1) * self.batch_size)
+        windows, labels = [], []
+        for clip_index, window_seed in zip(self.order[rows], self.window_seeds[rows]):
+            clip, label = self.split.clips[clip_index], self.split.labels[clip_index]
+            indices = random_window(len(clip), self.seq_len, np.random.default_rng(window_seed), self.jitter,
+                                    anywhere=label == self.no_sign_index)
+            windows.append(clip[indices])                                  # (seq_len, 1280)
+            labels.append(label)
+        return np.stack(windows), np.array(labels, np.int64)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.plan_epoch()
+
+
+def validation_windows(split: SplitClips, seq_len: int, jitter: WindowJitter, seed: int,
+                       no_sign_index: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed windows for validation: (windows (n, seq_len, 1280), labels (n,)), the same every epoch."""
+    rng = np.random.default_rng([seed, 10**6])
+    windows, labels = [], []
+    for clip, label in zip(split.clips, split.labels):
+        indices = [centred_window(len(clip), seq_len)]
+        indices += [random_window(len(clip), seq_len, rng, jitter, anywhere=label == no_sign_index)
+                    for _ in range(VALIDATION_JITTERED_WINDOWS)]
+        windows += [clip[i] for i in indices]
+        labels += [label] * len(indices)
+    return np.stack(windows), np.array(labels, np.int64)
+
+
 def training_callbacks(settings: dict, paths: dict, live: Live) -> list[keras.callbacks.Callback]:
     """Everything watches `val_loss`: validation picks the checkpoint, never test."""
     return [
         DVCLiveCallback(live=live),
-        keras.callbacks.TensorBoard(log_dir=paths["tensorboard"] + "/train_head"),
+        keras.callbacks.TensorBoard(log_dir=paths["train_tensorboard"]),
         keras.callbacks.ModelCheckpoint(paths["head"], monitor="val_loss", save_best_only=True),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings["patience"],
                                       restore_best_weights=True),
@@ -45,53 +114,78 @@ def training_callbacks(settings: dict, paths: dict, live: Live) -> list[keras.ca
     ]
 
 
-def train_head(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-               num_classes: int, settings: dict, callbacks: list) -> keras.Model:
+def window_settings(settings: dict) -> WindowJitter:
+    return WindowJitter(position=settings["position_jitter"], speed=settings["speed_jitter"])
+
+
+def train_head(train: TrainingWindows, validation: tuple[np.ndarray, np.ndarray], num_classes: int,
+               settings: dict, callbacks: list) -> keras.Model:
     """Build and fit the head; returns it with the best validation weights restored."""
-    head = build_head(x_train.shape[1], num_classes, settings["lstm_units"], settings["dropout"])
+    head = build_head(train.seq_len, num_classes, settings["lstm_units"], settings["dropout"])
     head.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]),
                  loss="sparse_categorical_crossentropy",
                  metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=3, name="top3")])
-    head.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=settings["epochs"],
-             batch_size=settings["batch_size"], shuffle=True, callbacks=callbacks, verbose=2)
+    head.fit(train, validation_data=validation, epochs=settings["epochs"], callbacks=callbacks, verbose=2)
     return head
+
+
+def clip_duration_summary(split: SplitClips, sample_fps: float, seq_len: int) -> dict:
+    """How long the training clips are at the sampling rate, and how many the window holds whole."""
+    lengths = np.array([len(clip) for clip in split.clips])
+    return {"median_seconds": round(float(np.median(lengths)) / sample_fps, 2),
+            "p90_seconds": round(float(np.percentile(lengths, 90)) / sample_fps, 2),
+            "share_within_window": round(float(np.mean(lengths <= seq_len)), 3)}
 
 
 def main() -> None:
     params = load_params()
-    settings, paths = params["train"], params["paths"]
+    settings, paths, seq_len = params["train"], params["paths"], int(params["base"]["seq_len"])
     seed_everything(params["base"]["seed"])
     embeddings_path = paths["embeddings"]
+    attributes = read_attributes(embeddings_path)
     classes = class_names(embeddings_path)
-    x_train, y_train, _ = load_split(embeddings_path, "train", classes)   # (n, seq_len, 1280)
-    x_val, y_val, _ = load_split(embeddings_path, "val", classes)
-    if len(x_train) == 0 or len(x_val) == 0:
-        raise SystemExit(f"train needs clips in both the train ({len(x_train)}) and val ({len(x_val)}) splits; "
-                         "see data/manifest.csv")
-    missing = sorted(set(range(len(classes))) - set(y_train.tolist()))
+    no_sign_index = classes.index(NO_SIGN_LABEL) if NO_SIGN_LABEL in classes else None
+    train_split = load_split(embeddings_path, "train", classes)
+    val_split = load_split(embeddings_path, "val", classes)
+    if len(train_split) == 0 or len(val_split) == 0:
+        raise SystemExit(f"train needs clips in both the train ({len(train_split)}) and val ({len(val_split)}) "
+                         "splits; see data/manifest.csv")
+    missing = sorted(set(range(len(classes))) - set(train_split.labels.tolist()))
     if missing:
         print(f"WARNING: no training clip for {[classes[i] for i in missing]}; the head cannot learn them")
+    if no_sign_index is None:
+        print(f"WARNING: no '{NO_SIGN_LABEL}' class (idle footage): the model has no no-sign output, so live "
+              "recognition always names a sign; record idle clips into a folder named " + NO_SIGN_LABEL)
 
-    for folder in (paths["train_logs"], paths["tensorboard"]):
+    jitter = window_settings(settings)
+    train_windows = TrainingWindows(train_split, seq_len, settings["batch_size"], settings["windows_per_clip"],
+                                    jitter, params["base"]["seed"], no_sign_index)
+    validation = validation_windows(val_split, seq_len, jitter, params["base"]["seed"], no_sign_index)
+    for folder in (paths["train_logs"], paths["train_tensorboard"]):
         shutil.rmtree(folder, ignore_errors=True)  # curves of an earlier run must not mix in
     Path(paths["head"]).parent.mkdir(parents=True, exist_ok=True)
     with Live(dir=paths["train_logs"], dvcyaml=None, save_dvc_exp=False, report=None) as live:
         live.log_params(settings)
-        train_head(x_train, y_train, x_val, y_val, len(classes), settings,
-                   training_callbacks(settings, paths, live))
+        train_head(train_windows, validation, len(classes), settings, training_callbacks(settings, paths, live))
+    Path(paths["train_tensorboard"]).mkdir(parents=True, exist_ok=True)
 
-    attributes = read_attributes(embeddings_path)
+    sample_fps = float(attributes["sample_fps"])
     write_json(paths["labels"], {
         "labels": classes,                       # index i is the head's output i
-        "seq_len": int(x_train.shape[1]),
+        "no_sign_label": NO_SIGN_LABEL if no_sign_index is not None else None,
+        "seq_len": seq_len,
+        "sample_fps": sample_fps,                # live frames enter at this rate
+        "window_seconds": round(seq_len / sample_fps, 3),
+        "sampling": json.loads(attributes["sampling"]),
         "image_size": attributes["image_size"],
-        "sample_fps": attributes["sample_fps"],  # live frames enter at this rate
         "backbone": attributes["backbone"],
         "weights_source": attributes["weights_source"],
         "train_params": settings,
-        "train_clips": int(len(x_train)), "val_clips": int(len(x_val)),
+        "train_clips": len(train_split), "val_clips": len(val_split),
+        "train_clip_durations": clip_duration_summary(train_split, sample_fps, seq_len),
     })
-    print(f"head saved to {paths['head']} ({len(classes)} classes, {len(x_train)} train / {len(x_val)} val clips)")
+    print(f"head saved to {paths['head']} ({len(classes)} classes, {len(train_split)} train / "
+          f"{len(val_split)} val clips, windows of {seq_len} frames = {seq_len / sample_fps:.1f} s)")
 
 
 if __name__ == "__main__":

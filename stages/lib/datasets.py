@@ -33,6 +33,9 @@ from typing import Callable
 
 from stages.lib.video import is_frame_image, is_video_file, list_frame_images
 
+# The reserved class of idle footage (standing at rest, fidgeting, moving the hands into position):
+# the model's "no sign" output. In a folder dataset, put idle recordings in a class folder of this name.
+NO_SIGN_LABEL = "_none"
 SYNTHETIC_INDEX = "index.csv"  # written by the generate stage: path,label,signer,split
 WLASL_VIDEOS_FOLDER = "videos"
 # LSA64 names every clip SSS_PPP_RRR: sign, signer and repetition, three digits each.
