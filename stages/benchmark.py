@@ -1,8 +1,16 @@
 """Stage `benchmark`: measure speed and memory, never claim them. Writes `paths.benchmark`.
 
 Usage:
-    python -m stages.benchmark         # reads params.yaml: benchmark
+    python -m stages.benchmark         # reads params.yaml: backbone, base.image_size, base.seq_len, sample.fps, benchmark
+    dvc repro -f benchmark             # measure again on request (it re-runs by itself when code changes)
     dvc metrics diff                   # compare speed across commits and experiments
+
+What it times is a reference model, not the trained one: the backbone of
+`backbone.weights` at `base.image_size`, and a head of `benchmark.head_lstm_units`
+with random weights (speed does not depend on what a network learned), on
+frames of drawn signers rendered here. So the stage reads no dataset and no
+model, and re-runs only when the code, the backbone or the input size
+change, never for an experiment on the head.
 
 Every figure is measured in this run, after a warm-up, over several
 repetitions, reporting min and median, with the reference it is judged
@@ -14,16 +22,14 @@ ratios are what to compare):
   fresh process at two dataset sizes (memory must not grow with clips);
 - live step: one new frame through the backbone + the head over the ring
   buffer, p50/p95 ms, vs plain Keras eager calls doing the same;
-- full clip: latency of the served Keras graph and of its TFLite file;
-- training: one head epoch on cached embeddings vs one end-to-end epoch of the
-  same clips through the frozen backbone (a few steps timed, extrapolated);
-  the ratio compares the best of each.
+- full window: latency of the Keras full graph and of its whole-graph TFLite file;
+- training: one head epoch on windows of embeddings vs one end-to-end epoch of
+  the same windows through the frozen backbone (a few steps timed,
+  extrapolated); the ratio compares the best of each.
 """
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -35,12 +41,17 @@ import h5py
 import keras
 import numpy as np
 
-from stages.lib.embeddings import load_split
-from stages.lib.engines import KerasFrameEngine, TFLiteModel
+from stages.lib.backbone import EMBEDDING_SIZE, build_frame_encoder
+from stages.lib.engines import (KerasFrameEngine, TFLiteFrameEngine, TFLiteModel, cached_tflite, convert_to_tflite,
+                                frame_encoder_tflite_path)
+from stages.lib.machine import cpu_description
+from stages.lib.models import build_full_model, build_head
 from stages.lib.params import load_params
-from stages.lib.served import load_bundle
+from stages.lib.served import ServedBundle
+from stages.lib.storage import write_clip_columns, write_json, write_offsets
 from stages.lib.streaming import StreamingRecognizer
-from stages.lib.storage import write_json
+from stages.lib.synthetic import SIGNS, make_signer, render_clip
+from stages.lib.video import Sampling, prepare_frame
 
 # Run in a fresh interpreter so its peak RSS is extraction's alone.
 EXTRACT_MEMORY_PROBE = """
@@ -81,48 +92,60 @@ def latency_summary(prefix: str, seconds: np.ndarray) -> dict:
             f"{prefix}_ms_min": round(float(milliseconds.min()), 2)}
 
 
-def cpu_description() -> dict:
-    model = platform.processor() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        model = names[0] if names else model
-    return {"cpu_model": model, "cpu_cores": os.cpu_count()}
+def rendered_clips(count: int, frames_per_clip: int, image_size: int) -> list[np.ndarray]:
+    """`count` clips of drawn signers, prepared like sampled frames: each (frames, S, S, 3) uint8 RGB.
+
+    Real-looking pixels matter here: the frames file is compressed, and noise
+    would compress (and read) differently from a person in a room.
+    """
+    clips = []
+    for index in range(count):
+        signer = make_signer(index, seed=7, width=320, height=240)
+        bgr = render_clip(SIGNS[index % len(SIGNS)], signer, repetition=0, seed=7, fps=25, seconds=2.0)
+        positions = np.linspace(0, len(bgr) - 1, frames_per_clip).round().astype(int)
+        clips.append(np.stack([prepare_frame(bgr[i], image_size) for i in positions]))
+    return clips
 
 
-def benchmark_extraction(bundle, frames_path: str, settings: dict) -> dict:
+def write_frames_file(path: Path, clips: list[np.ndarray]) -> None:
+    """A frames file in the sample stage's flat layout, for the extraction pipeline to read."""
+    size = clips[0].shape[1]
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("frames", data=np.concatenate(clips), chunks=(1, size, size, 3), compression="lzf")
+        write_offsets(handle, [len(clip) for clip in clips])
+        names = [f"benchmark/{index}" for index in range(len(clips))]
+        write_clip_columns(handle, {"paths": names, "labels": names, "splits": ["train"] * len(clips),
+                                    "signers": [""] * len(clips)})
+
+
+def benchmark_extraction(encoder, engine: TFLiteFrameEngine, tflite_path: Path, frames_path: Path,
+                         clips: list[np.ndarray], settings: dict) -> dict:
     """Extraction pipeline vs raw engine, same run; Keras tf.function for context; peak RSS at two sizes."""
     from stages.extract import fill_cache
-    clips = settings["extract_clips"]
-    with h5py.File(frames_path, "r") as handle:
-        frames = handle["frames"][:clips]                                   # (clips, T, H, W, 3)
-    flat = frames.reshape((-1,) + frames.shape[2:])                         # (clips*T, H, W, 3)
-    engine = bundle.frame_engine
+    count = settings["extract_clips"]
+    flat = np.concatenate(clips[:count])                                     # (frames, H, W, 3)
     raw = timings(lambda: engine.embed(flat), settings["repeats"])
-    keras_engine = KerasFrameEngine(bundle.keras_model.get_layer("frame_encoder_per_frame").layer)
+    keras_engine = KerasFrameEngine(encoder)
     reference_keras = timings(lambda: keras_engine.embed(flat), settings["repeats"])
 
     def extract_fresh() -> None:
         with tempfile.TemporaryDirectory() as cache:
-            fill_cache(Path(frames_path), list(range(clips)), engine, Path(cache), "benchmark")
+            fill_cache(frames_path, list(range(count)), engine, Path(cache), "benchmark")
     pipeline = timings(extract_fresh, settings["repeats"])
     results = {**rate_summary("extract_pipeline", pipeline, len(flat)),
                **rate_summary("extract_engine_raw", raw, len(flat)),
                **rate_summary("keras_tf_function", reference_keras, len(flat))}
     results["extract_pipeline_vs_raw_engine"] = round(results["extract_pipeline_fps_best"]
                                                       / results["extract_engine_raw_fps_best"], 3)
-    tflite_path = bundle.file("frame_encoder_tflite")
-    with h5py.File(frames_path, "r") as handle:
-        available = handle["frames"].shape[0]
-    for count in sorted({min(max(clips // 2, 1), available), min(clips * 4, available)}):
-        output = subprocess.run([sys.executable, "-c", EXTRACT_MEMORY_PROBE, frames_path, str(tflite_path),
-                                 str(count)], capture_output=True, text=True, check=True)
-        results[f"extract_peak_rss_mb_{count}_clips"] = round(json.loads(output.stdout.splitlines()[-1])["peak_rss_mb"], 1)
+    for clip_count in sorted({max(count // 2, 1), len(clips)}):
+        output = subprocess.run([sys.executable, "-c", EXTRACT_MEMORY_PROBE, str(frames_path), str(tflite_path),
+                                 str(clip_count)], capture_output=True, text=True, check=True)
+        results[f"extract_peak_rss_mb_{clip_count}_clips"] = round(
+            json.loads(output.stdout.splitlines()[-1])["peak_rss_mb"], 1)
     return results
 
 
-def benchmark_live_step(bundle, settings: dict) -> dict:
+def benchmark_live_step(bundle: ServedBundle, encoder, head, settings: dict) -> dict:
     """One new frame through the backbone + head over a full ring buffer: TFLite path vs Keras eager."""
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (bundle.image_size, bundle.image_size, 3), dtype=np.uint8)
@@ -130,10 +153,7 @@ def benchmark_live_step(bundle, settings: dict) -> dict:
     for _ in range(bundle.seq_len):
         recognizer.push_prepared_frame(frame)                               # fill the buffer first
     fast = timings(lambda: recognizer.push_prepared_frame(frame), settings["live_steps"], warmup=5)
-
-    encoder = bundle.keras_model.get_layer("frame_encoder_per_frame").layer
-    head = bundle.keras_model.get_layer("bilstm_head")
-    buffer = np.zeros((1, bundle.seq_len, 1280), np.float32)
+    buffer = np.zeros((1, bundle.seq_len, EMBEDDING_SIZE), np.float32)
 
     def eager_step() -> None:
         embedding = encoder(frame[None], training=False).numpy()           # (1, 1280)
@@ -147,60 +167,84 @@ def benchmark_live_step(bundle, settings: dict) -> dict:
     return results
 
 
-def benchmark_full_clip(bundle, frames_path: str, settings: dict) -> dict:
-    with h5py.File(frames_path, "r") as handle:
-        clip = handle["frames"][:1]                                         # (1, T, H, W, 3)
-    model = bundle.keras_model
-    keras_seconds = timings(lambda: model.predict_on_batch(clip), settings["repeats"])
-    tflite = TFLiteModel(bundle.file("model_tflite").read_bytes())
-    tflite_seconds = timings(lambda: tflite.run(clip), settings["repeats"])
+def benchmark_full_window(model, window: np.ndarray, settings: dict) -> dict:
+    """One window (1, seq_len, H, W, 3) through the Keras full graph and through its whole-graph TFLite."""
+    keras_seconds = timings(lambda: model.predict_on_batch(window), settings["repeats"])
+    tflite = TFLiteModel(convert_to_tflite(model, window.shape))
+    tflite_seconds = timings(lambda: tflite.run(window), settings["repeats"])
     return {**latency_summary("full_clip_keras", keras_seconds), **latency_summary("full_clip_tflite", tflite_seconds)}
 
 
-def benchmark_training(bundle, embeddings_path: str, frames_path: str, settings: dict, train_settings: dict) -> dict:
-    """Head epoch on cached embeddings vs an end-to-end epoch through the frozen backbone (extrapolated)."""
-    from stages.lib.models import build_head
-    x_train, y_train, _ = load_split(embeddings_path, "train", bundle.labels)
-    batch_size = train_settings["batch_size"]
-    head = build_head(bundle.seq_len, len(bundle.labels), train_settings["lstm_units"], train_settings["dropout"])
+def benchmark_training(model, seq_len: int, num_classes: int, clips: list[np.ndarray], settings: dict) -> dict:
+    """Head epoch on windows of embeddings vs an end-to-end epoch through the frozen backbone (extrapolated)."""
+    windows, batch_size = settings["train_windows"], settings["head_batch_size"]
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(windows, seq_len, EMBEDDING_SIZE)).astype(np.float32)
+    y = rng.integers(0, num_classes, windows)
+    head = build_head(seq_len, num_classes, settings["head_lstm_units"], dropout=0.3)
     head.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    head.fit(x_train, y_train, batch_size=batch_size, epochs=1, verbose=0)   # warm-up: tracing
-    head_epoch = timings(lambda: head.fit(x_train, y_train, batch_size=batch_size, epochs=1, verbose=0),
+    head.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)              # warm-up: tracing
+    head_epoch = timings(lambda: head.fit(x, y, batch_size=batch_size, epochs=1, verbose=0),
                          settings["repeats"], warmup=0)
 
-    model = keras.models.clone_model(bundle.keras_model)                     # frozen backbone, trainable head
-    model.get_layer("frame_encoder_per_frame").trainable = False
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    with h5py.File(frames_path, "r") as handle:
-        frames = handle["frames"][:batch_size]                              # (batch, T, H, W, 3)
+    frozen = keras.models.clone_model(model)                                # frozen backbone, trainable head
+    frozen.get_layer("frame_encoder_per_frame").trainable = False
+    frozen.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    frames = np.stack([clip[:seq_len] for clip in (clips * batch_size)[:batch_size]])   # (batch, T, H, W, 3)
     labels = np.zeros(len(frames), np.int64)
-    step = timings(lambda: model.train_on_batch(frames, labels), settings["e2e_steps"], warmup=1)
-    steps_per_epoch = int(np.ceil(len(x_train) / batch_size))
-    end_to_end_epoch = float(np.median(step)) * steps_per_epoch
+    step = timings(lambda: frozen.train_on_batch(frames, labels), settings["e2e_steps"], warmup=1)
+    steps_per_epoch = int(np.ceil(windows / batch_size))
     return {"head_epoch_seconds_min": round(float(head_epoch.min()), 3),
             "head_epoch_seconds_median": round(float(np.median(head_epoch)), 3),
             "end_to_end_frozen_step_seconds_min": round(float(step.min()), 3),
             "end_to_end_frozen_step_seconds_median": round(float(np.median(step)), 3),
-            "end_to_end_frozen_epoch_seconds_estimated": round(end_to_end_epoch, 1),
-            # Best-of-N for both sides: a ~0.5 s epoch is easily doubled by a noisy neighbour.
+            "end_to_end_frozen_epoch_seconds_estimated": round(float(np.median(step)) * steps_per_epoch, 1),
+            # Best-of-N for both sides: a ~1 s epoch is easily doubled by a noisy neighbour.
             "head_epoch_speedup_vs_end_to_end": round(float(step.min()) * steps_per_epoch / float(head_epoch.min()), 1),
-            "train_clips": int(len(x_train)), "train_batch_size": batch_size}
+            "train_windows": windows, "train_batch_size": batch_size}
+
+
+def reference_bundle(folder: Path, encoder_tflite: bytes, head, seq_len: int, sampling: Sampling,
+                     num_classes: int) -> ServedBundle:
+    """The live path's two TFLite parts, as a bundle the streaming recognizer can run."""
+    (folder / "encoder.tflite").write_bytes(encoder_tflite)
+    (folder / "head.tflite").write_bytes(convert_to_tflite(head, (1, seq_len, EMBEDDING_SIZE)))
+    card = {"labels": [f"class{i}" for i in range(num_classes)], "seq_len": seq_len, "sampling": sampling.as_dict(),
+            "files": {"frame_encoder_tflite": "encoder.tflite", "head_tflite": "head.tflite"}}
+    return ServedBundle(folder / "reference.keras", card)
 
 
 def main() -> None:
     params = load_params()
     settings, paths = params["benchmark"], params["paths"]
-    bundle = load_bundle(paths["model"])
-    results = {**cpu_description(), "image_size": bundle.image_size, "seq_len": bundle.seq_len}
-    for name, measure in (
-            ("extraction", lambda: benchmark_extraction(bundle, paths["frames"], settings)),
-            ("live step", lambda: benchmark_live_step(bundle, settings)),
-            ("full clip", lambda: benchmark_full_clip(bundle, paths["frames"], settings)),
-            ("training", lambda: benchmark_training(bundle, paths["embeddings"], paths["frames"], settings,
-                                                    params["train"]))):
-        started = time.perf_counter()
-        results.update(measure())
-        print(f"benchmark: {name} measured in {time.perf_counter() - started:.0f} s", flush=True)
+    image_size, seq_len = int(params["base"]["image_size"]), int(params["base"]["seq_len"])
+    sampling = Sampling(fps=float(params["sample"]["fps"]), image_size=image_size)
+    num_classes = 12
+    keras.utils.set_random_seed(0)
+    encoder, weights_source = build_frame_encoder(image_size, params["backbone"]["weights"])
+    tflite_path = frame_encoder_tflite_path(Path(paths["embedding_cache"]), weights_source, image_size)
+    encoder_tflite = cached_tflite(encoder, tflite_path, (1, image_size, image_size, 3))
+    head = build_head(seq_len, num_classes, settings["head_lstm_units"], dropout=0.3)
+    model = build_full_model(encoder, head, seq_len)
+    frames_per_clip = max(int(round(settings["clip_seconds"] * sampling.fps)), seq_len)
+    clips = rendered_clips(settings["extract_clips"] * 4, frames_per_clip, image_size)
+    results = {**cpu_description(), "image_size": image_size, "seq_len": seq_len, "sample_fps": sampling.fps,
+               "weights_source": weights_source}
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        frames_path = scratch / "frames.h5"
+        write_frames_file(frames_path, clips)
+        bundle = reference_bundle(scratch, encoder_tflite, head, seq_len, sampling, num_classes)
+        engine = TFLiteFrameEngine(encoder_tflite)
+        for name, measure in (
+                ("extraction", lambda: benchmark_extraction(encoder, engine, tflite_path, frames_path, clips,
+                                                            settings)),
+                ("live step", lambda: benchmark_live_step(bundle, encoder, head, settings)),
+                ("full window", lambda: benchmark_full_window(model, clips[0][None, :seq_len], settings)),
+                ("training", lambda: benchmark_training(model, seq_len, num_classes, clips, settings))):
+            started = time.perf_counter()
+            results.update(measure())
+            print(f"benchmark: {name} measured in {time.perf_counter() - started:.0f} s", flush=True)
     write_json(paths["benchmark"], results)
     print(json.dumps(results, indent=2))
 

@@ -5,11 +5,12 @@ Usage:
     dataset = dataset.map(lambda frames, label, seed: (augment_clip(frames, seed, settings), label))
     # frames: (T, H, W, 3) uint8 RGB -> (T, H, W, 3) uint8 RGB
 
-One draw per clip, applied to every frame of it (a sign is one camera, one
+One draw per window, applied to every frame of it (a sign is one camera, one
 light): random resized crop and small rotation in a single affine warp,
-brightness and contrast, temporal jitter (start offset and speed), and an
-optional horizontal flip, off by default because it turns a right-handed
-sign into a left-handed one and swaps direction-dependent signs.
+brightness and contrast, and an optional horizontal flip, off by default
+because it turns a right-handed sign into a left-handed one and swaps
+direction-dependent signs. Time (where the window starts, how fast it runs)
+is varied by the window sampling itself (stages/lib/windows.py), not here.
 Stateless random ops keyed by a per-element seed keep runs reproducible.
 """
 from __future__ import annotations
@@ -38,20 +39,10 @@ def crop_rotate_matrix(seed: tf.Tensor, height: int, width: int, min_scale: floa
         0.0, 0.0])
 
 
-def temporal_jitter_indices(seed: tf.Tensor, length: int, max_jitter: float) -> tf.Tensor:
-    """Frame indices for a clip played slightly faster or slower and shifted: (T,) int32 in [0, T-1]."""
-    speed = uniform(seed, 4, 1.0 - max_jitter, 1.0 + max_jitter)
-    offset = uniform(seed, 5, -max_jitter, max_jitter) * length / 2.0
-    centre = (length - 1) / 2.0
-    positions = centre + offset + speed * (tf.range(length, dtype=tf.float32) - centre)
-    return tf.clip_by_value(tf.cast(tf.round(positions), tf.int32), 0, length - 1)
-
-
 def augment_clip(frames: tf.Tensor, seed: tf.Tensor, settings: dict) -> tf.Tensor:
     """(T, H, W, 3) uint8 -> (T, H, W, 3) uint8, one random draw per clip from `seed` (int32 scalar)."""
     length, height, width = frames.shape[0], frames.shape[1], frames.shape[2]
     seed = tf.cast(seed, tf.int32)
-    frames = tf.gather(frames, temporal_jitter_indices(seed, length, settings["time_jitter"]))
     transform = crop_rotate_matrix(seed, height, width, settings["crop_scale_min"], settings["rotation_degrees"])
     warped = tf.raw_ops.ImageProjectiveTransformV3(
         images=tf.cast(frames, tf.float32), transforms=tf.tile(transform[None], [length, 1]),

@@ -13,6 +13,7 @@ eager calls ~9. TFLite matches Keras to ~1e-5. XLA and int8 were slower here.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -35,6 +36,16 @@ def convert_to_tflite(model: keras.Model, batch_shape: tuple[int, ...] | None = 
         model = keras.Model(fixed_input, model(fixed_input))
     # from_keras_model, not from_concrete_functions: the latter gave NaN outputs here.
     return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def frame_encoder_tflite_path(cache_dir: Path, weights_source: str, image_size: int) -> Path:
+    """Where the converted frame encoder is kept: keyed by what it depends on, the weights and the size.
+
+    The extract stage converts the encoder once and runs it; the assemble stage
+    copies the very same file into the served bundle instead of converting again.
+    """
+    key = hashlib.sha256(f"{weights_source}|{image_size}".encode()).hexdigest()[:16]
+    return Path(cache_dir) / "frame_encoders" / f"{key}.tflite"
 
 
 def cached_tflite(model: keras.Model, cache_path: Path, batch_shape: tuple[int, ...]) -> bytes:

@@ -26,6 +26,9 @@ SOURCES_WITH_GIVEN_SPLIT = ("synthetic", "wlasl")
 # Frame-folder rates above this are almost surely a typo (cameras top out around 240).
 MAX_FRAMES_FPS = 1000
 BACKBONE_NAMED_WEIGHTS = ("imagenet", "random")
+# Your own backbone weights live here: dvc.yaml declares the folder as a dependency of the stages
+# that build the backbone, so replacing a file re-runs them (and its SHA-256 keys every cache).
+WEIGHTS_FOLDER = Path("data/weights")
 FRAME_ENGINES = ("tflite", "keras")
 PRECISION_POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # MobileNetV2 needs at least 32 px (five stride-2 stages); larger than 512 only
@@ -69,11 +72,13 @@ def validate_params(params: dict[str, Any]) -> None:
         require_number(data, "data", "frames_fps", minimum=0.0, maximum=MAX_FRAMES_FPS)
     if "backbone" in params:
         weights = require_present(params["backbone"], "backbone", "weights")
-        if weights not in BACKBONE_NAMED_WEIGHTS and not Path(str(weights)).suffix == ".h5":
-            raise ParamsError(
-                f"backbone.weights is {weights!r}; allowed: "
-                f"{', '.join(BACKBONE_NAMED_WEIGHTS)}, or a path to a .h5 weights file"
-            )
+        if weights not in BACKBONE_NAMED_WEIGHTS:
+            path = Path(str(weights))
+            if path.suffix != ".h5" or WEIGHTS_FOLDER not in path.parents:
+                raise ParamsError(
+                    f"backbone.weights is {weights!r}; allowed: {', '.join(BACKBONE_NAMED_WEIGHTS)}, or a .h5 "
+                    f"weights file under {WEIGHTS_FOLDER}/ (DVC tracks that folder, so a replaced file re-runs "
+                    "the stages that use it)")
     if "generate" in params:
         generate = params["generate"]
         for key in ("classes", "signers", "repetitions", "fps", "width", "height"):
@@ -86,7 +91,10 @@ def validate_params(params: dict[str, Any]) -> None:
                 f"training signer out of generate.signers={generate['signers']}"
             )
     if "sample" in params:
+        # Cameras give 15-60 frames/s; a rate above the camera's only repeats frames.
+        require_number(params["sample"], "sample", "fps", minimum=1.0, maximum=60.0)
         require_int(params["sample"], "sample", "min_frames", minimum=1)
+        require_number(params["sample"], "sample", "max_seconds", minimum=0.0)
         for key in ("val_fraction", "test_fraction"):
             require_number(params["sample"], "sample", key, minimum=0.0, maximum=0.5)
         if params["sample"]["val_fraction"] + params["sample"]["test_fraction"] >= 1.0:
@@ -100,24 +108,42 @@ def validate_params(params: dict[str, Any]) -> None:
             require_int(train, "train", key, minimum=1)
         require_number(train, "train", "learning_rate", minimum=1e-7, maximum=1.0)
         require_number(train, "train", "dropout", minimum=0.0, maximum=0.9)
+        require_int(train, "train", "windows_per_clip", minimum=1)
+        require_number(train, "train", "position_jitter", minimum=0.0, maximum=0.5)
+        require_number(train, "train", "speed_jitter", minimum=0.0, maximum=0.5)
     if "finetune" in params:
         validate_finetune(params["finetune"])
     if "evaluate" in params:
         require_int(params["evaluate"], "evaluate", "top_k", minimum=1)
+        require_int(params["evaluate"], "evaluate", "windows", minimum=1, maximum=16)
+        require_number(params["evaluate"], "evaluate", "window_reach", minimum=0.0, maximum=0.5)
+    if "spotting" in params:
+        validate_spotting(params["spotting"])
+    if "export" in params:
+        if not isinstance(require_present(params["export"], "export", "enabled"), bool):
+            raise ParamsError(f"export.enabled must be true or false, got {params['export']['enabled']!r}")
     if "benchmark" in params:
-        for key in ("repeats", "live_steps", "eager_steps", "extract_clips", "e2e_steps"):
+        for key in ("repeats", "live_steps", "eager_steps", "extract_clips", "e2e_steps", "train_windows",
+                    "head_lstm_units", "head_batch_size"):
             require_int(params["benchmark"], "benchmark", key, minimum=1)
+        require_number(params["benchmark"], "benchmark", "clip_seconds", minimum=0.1, maximum=60.0)
     if "app" in params:
         validate_app(params["app"])
+
+
+def validate_spotting(spotting: dict) -> None:
+    """The sign spotter's settings (stages/lib/streaming.py: SpottingSettings)."""
+    require_number(spotting, "spotting", "threshold", minimum=0.0, maximum=1.0)
+    require_number(spotting, "spotting", "min_hold_seconds", minimum=0.0, maximum=10.0)
+    require_int(spotting, "spotting", "smoothing_steps", minimum=1, maximum=10)   # the Live page's slider range
+    require_number(spotting, "spotting", "release_seconds", minimum=0.0, maximum=10.0)
 
 
 def validate_app(app: dict) -> None:
     """The Streamlit app's section (read by app/settings.py; no stage reads it)."""
     # Streamlit holds an upload in memory: beyond a few GB a value is surely a typo.
     require_int(app, "app", "max_upload_mb", minimum=1, maximum=4096)
-    require_int(app, "app", "smoothing_steps", minimum=1, maximum=10)   # the Live page's slider range
-    require_number(app, "app", "confidence_threshold", minimum=0.0, maximum=1.0)
-    require_int(app, "app", "history_length", minimum=1, maximum=100)
+    require_int(app, "app", "sentence_length", minimum=1, maximum=100)
     require_int(app, "app", "gallery_clips", minimum=1, maximum=48)
 
 
@@ -131,7 +157,7 @@ def validate_finetune(finetune: dict) -> None:
     require_choice(finetune, "finetune", "mixed_precision", PRECISION_POLICIES)
     augment = require_present(finetune, "finetune", "augment")
     require_number(augment, "finetune.augment", "crop_scale_min", minimum=0.3, maximum=1.0)
-    for key, maximum in (("rotation_degrees", 45), ("brightness", 0.5), ("contrast", 0.5), ("time_jitter", 0.5)):
+    for key, maximum in (("rotation_degrees", 45), ("brightness", 0.5), ("contrast", 0.5)):
         require_number(augment, "finetune.augment", key, minimum=0.0, maximum=maximum)
     if not isinstance(require_present(augment, "finetune.augment", "horizontal_flip"), bool):
         raise ParamsError("finetune.augment.horizontal_flip must be true or false")
