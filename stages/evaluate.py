@@ -1,23 +1,38 @@
-"""Stage `evaluate`: test-split metrics, per-class table, confusion matrix.
+"""Stage `evaluate`: clip metrics on the held-out split, and sign spotting on continuous streams.
 
 Usage:
-    python -m stages.evaluate          # reads params.yaml: evaluate
+    python -m stages.evaluate          # reads params.yaml: evaluate, spotting
 
-The only stage that reads the test split. It scores, side by side, the served
-model (`paths.model`, the full CNN+LSTM graph run on the test clips' sampled
-frames) and the head on the same clips' cached embeddings, and writes
-- `paths.metrics`: accuracy, top-k accuracy, macro F1 of the served model at
-  the top level and of both models under `served_model` and `head`; class and
-  clip counts, the backbone weights, the precision policy the served model
-  was trained under, and how many files the sample stage refused;
-- `paths.per_class`: precision, recall, F1 and support for every class (served model);
-- `paths.confusion_png`: a seaborn heat map of the served model's confusion matrix;
-- `paths.predictions`: actual,predicted per test clip (served model), drawn by
-  `dvc plots` with its `confusion` template.
+Clips. Each validation and test clip is classified on its centred window
+(stages/lib/windows.py; or the mean of `evaluate.windows` windows spread
+over it, test-time averaging) by the served model's own TFLite parts (the
+engines the app runs) and, side by side, by the head on the same window of
+cached embeddings. Validation figures come first: they are the ones to pick
+experiments by; test figures are for the final report.
+
+Streams. Every validation and test stream (`paths.streams`, written by the
+generate stage with its ground truth) is fed frame by frame, with its own
+timestamps, through the live path (StreamingRecognizer, the code behind the
+Live page and `--mode signs`), and its per-step probabilities through the
+SignSpotter with the `spotting` params. Reported: the sign error rate (edit
+distance between emitted and true sign sequences over the number of true
+signs), false signs per minute on idle-only streams, and latency from a
+sign's true end to its emission. On validation streams only, a grid of
+spotting settings is scored into `paths.spotting_validation`, the table the
+spotting defaults were chosen from; the test streams are scored with the
+params as they are.
+
+Writes `paths.metrics` (validation, then test, then the rest), `paths.per_class`
+(served model, test), `paths.confusion_png`, `paths.predictions` (drawn by
+`dvc plots` with its `confusion` template), `paths.spotting_validation`, and
+`paths.stream_timeline_png` (probabilities over one test stream, with the true
+and the emitted signs).
 """
 from __future__ import annotations
 
+import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -30,13 +45,21 @@ import pandas as pd
 import seaborn as sns
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from stages.lib.embeddings import load_split
+from stages.lib.embeddings import SplitClips, load_split
 from stages.lib.models import load_model
-from stages.lib.served import load_bundle
 from stages.lib.params import load_params
-from stages.lib.storage import atomic_path, read_attributes, read_clip_table, write_json
+from stages.lib.served import ServedBundle, load_bundle
+from stages.lib.storage import atomic_path, clip_slice, read_attributes, read_clip_table, read_offsets, write_json
+from stages.lib.stream_scoring import TrueSign, score_stream, summarise_streams
+from stages.lib.streaming import SpottingSettings, record_stream_steps, spot_signs
+from stages.lib.video import iterate_video_frames, refusal_kind
+from stages.lib.windows import centred_window, spread_windows
 
-CLIPS_PER_BATCH = 8  # test clips through the full graph at once: 8 x seq_len frames in memory
+# The spotting settings tried on validation streams (the table the defaults come from).
+SWEEP_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+SWEEP_MIN_HOLD_SECONDS = (0.1, 0.2, 0.3, 0.5)
+SWEEP_SMOOTHING_STEPS = (1, 3, 5)
+SWEEP_RELEASE_SECONDS = (0.2, 0.5)
 
 
 def top_k_accuracy(y_true: np.ndarray, probabilities: np.ndarray, k: int) -> float:
@@ -47,16 +70,22 @@ def top_k_accuracy(y_true: np.ndarray, probabilities: np.ndarray, k: int) -> flo
     return float(np.mean([truth in row for truth, row in zip(y_true, top_k)]))
 
 
-def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray, num_classes: int,
-                           top_k: int) -> dict:
-    """The headline numbers for one model on one split."""
-    predicted = probabilities.argmax(axis=1)
-    labels = list(range(num_classes))
+def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray, top_k: int, prefix: str = "test_") -> dict:
+    """The headline numbers for one model on one split.
+
+    Macro F1 averages over the classes present in this split only: a class with
+    no clip here has no F1 to give, and counting it as 0 would punish a perfect
+    model for what the split lacks.
+    """
+    predicted = probabilities.argmax(axis=1) if len(y_true) else np.zeros(0, np.int64)
+    present = sorted(set(y_true.tolist()))
     return {
-        "test_accuracy": float(np.mean(predicted == y_true)) if len(y_true) else 0.0,
-        f"test_top{top_k}_accuracy": top_k_accuracy(y_true, probabilities, top_k),
-        "test_macro_f1": float(f1_score(y_true, predicted, labels=labels, average="macro", zero_division=0)),
-        "num_test_clips": int(len(y_true)),
+        f"{prefix}accuracy": float(np.mean(predicted == y_true)) if len(y_true) else 0.0,
+        f"{prefix}top{top_k}_accuracy": top_k_accuracy(y_true, probabilities, top_k),
+        f"{prefix}macro_f1": float(f1_score(y_true, predicted, labels=present, average="macro", zero_division=0))
+        if present else 0.0,
+        f"num_{prefix}clips": int(len(y_true)),
+        f"num_classes_in_{prefix.rstrip('_')}": len(present),
     }
 
 
@@ -81,8 +110,12 @@ def plot_confusion_matrix(y_true: np.ndarray, predicted: np.ndarray, classes: li
     axes.set_title(title)
     plt.setp(axes.get_xticklabels(), rotation=45, ha="right")
     figure.tight_layout()
+    save_figure(figure, output_path)
+
+
+def save_figure(figure, output_path: str | Path) -> None:
     with atomic_path(output_path) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
+        figure.savefig(tmp, dpi=120, format="png", metadata={"Software": None})   # no version stamp: same bytes
     plt.close(figure)
 
 
@@ -92,8 +125,6 @@ def refusal_counts(manifest_path: str | Path) -> dict:
     `refused_by_reason` counts by the kind of reason (its text before the first
     colon, e.g. "too short"), so clips refused for one cause add up in one entry.
     """
-    from stages.lib.video import refusal_kind   # the one home of the reason convention
-
     manifest = pd.read_csv(manifest_path, keep_default_na=False, dtype=str)
     refused = manifest[manifest["status"] != "ok"]
     by_reason = refused["reason"].map(refusal_kind).value_counts()
@@ -103,55 +134,208 @@ def refusal_counts(manifest_path: str | Path) -> dict:
                 by_reason.items(), key=lambda item: (-item[1], item[0]))}}
 
 
-def served_model_probabilities(model_path: str, frames_path: str, clip_paths: np.ndarray) -> np.ndarray:
-    """The full graph on the sampled frames of the given clips, streamed a few clips at a time."""
-    model = load_bundle(model_path).keras_model
+# --- clips ------------------------------------------------------------------------------------------
+
+def clip_windows(length: int, seq_len: int, windows: int, reach: float) -> list[np.ndarray]:
+    return spread_windows(length, seq_len, windows, reach) if windows > 1 else [centred_window(length, seq_len)]
+
+
+def head_probabilities(head, split: SplitClips, seq_len: int, windows: int, reach: float) -> np.ndarray:
+    """The head on each clip's window(s) of cached embeddings, averaged: (clips, classes)."""
+    if len(split) == 0:
+        return np.zeros((0, head.output_shape[-1]), np.float32)
+    per_clip = [clip_windows(len(clip), seq_len, windows, reach) for clip in split.clips]
+    batch = np.stack([clip[window] for clip, clip_windows_ in zip(split.clips, per_clip) for window in clip_windows_])
+    outputs = head.predict(batch, batch_size=256, verbose=0)                  # (clips x windows, classes)
+    return outputs.reshape(len(split), -1, outputs.shape[-1]).mean(axis=1)
+
+
+def served_uses_the_cached_embeddings(bundle: ServedBundle, embeddings_attributes: dict) -> bool:
+    """True when the served encoder is the very TFLite file that computed the cached embeddings.
+
+    The assemble stage copies extract's converted encoder unless fine-tuning
+    changed it; then embedding the frames again would only recompute the cache.
+    """
+    return (not bundle.card["finetuned"] and embeddings_attributes["engine"] == "tflite"
+            and embeddings_attributes["weights_source"] == bundle.card["weights_source"])
+
+
+def served_probabilities(bundle: ServedBundle, split: SplitClips, frames_path: str, reuse_embeddings: bool,
+                         windows: int, reach: float) -> np.ndarray:
+    """The served model's TFLite encoder + head on each clip's window(s): (clips, classes)."""
     table = read_clip_table(frames_path)
+    offsets = read_offsets(frames_path)
     row_of = {path: row for row, path in enumerate(table["paths"])}
-    rows = [row_of[path] for path in clip_paths]
     outputs = []
     with h5py.File(frames_path, "r") as handle:
-        for start in range(0, len(rows), CLIPS_PER_BATCH):
-            frames = handle["frames"][rows[start:start + CLIPS_PER_BATCH]]      # (b, T, H, W, 3) uint8
-            outputs.append(model.predict_on_batch(frames))
-    return np.concatenate(outputs)
+        for clip_embeddings, path in zip(split.clips, split.paths):
+            if reuse_embeddings:
+                embeddings = clip_embeddings                                        # (frames, 1280)
+            else:
+                embeddings = bundle.frame_engine.embed(handle["frames"][clip_slice(offsets, row_of[path])])
+            outputs.append(np.mean([bundle.head_engine.run(embeddings[window][None])[0] for window in
+                                    clip_windows(len(embeddings), bundle.seq_len, windows, reach)], axis=0))
+    return np.stack(outputs) if outputs else np.zeros((0, len(bundle.labels)), np.float32)
 
+
+# --- streams ----------------------------------------------------------------------------------------
+
+@dataclass
+class RecordedStream:
+    path: Path
+    split: str
+    idle: bool
+    duration: float
+    truth: list[TrueSign]
+    step_times: np.ndarray           # (steps,) stream seconds of each model step
+    step_probabilities: np.ndarray   # (steps, classes)
+
+
+def read_stream_index(streams_dir: Path) -> pd.DataFrame:
+    index_path = streams_dir / "index.csv"
+    if not index_path.exists():
+        return pd.DataFrame(columns=["path", "split", "signer", "kind", "duration"])
+    return pd.read_csv(index_path, keep_default_na=False)
+
+
+def read_truth(video_path: Path) -> list[TrueSign]:
+    record = json.loads(video_path.with_suffix(".json").read_text())
+    return [TrueSign(sign["sign"], float(sign["start"]), float(sign["end"])) for sign in record["signs"]]
+
+
+def record_streams(bundle: ServedBundle, streams_dir: Path, splits: tuple[str, ...]) -> list[RecordedStream]:
+    """Every stream of the given splits through the live path, once; the steps kept for spotting."""
+    recorded = []
+    index = read_stream_index(streams_dir)
+    for row in index[index["split"].isin(splits)].itertuples():
+        path = streams_dir / row.path
+        times, probabilities = record_stream_steps(bundle, iterate_video_frames(path))
+        recorded.append(RecordedStream(path, row.split, row.kind == "idle", float(row.duration), read_truth(path),
+                                       times, probabilities))
+    return recorded
+
+
+def spot(bundle: ServedBundle, stream: RecordedStream, settings: SpottingSettings) -> list:
+    return spot_signs(stream.step_times, stream.step_probabilities, bundle.labels, bundle.no_sign_label,
+                      settings, bundle.window_seconds)
+
+
+def stream_metrics(bundle: ServedBundle, streams: list[RecordedStream], settings: SpottingSettings,
+                   prefix: str) -> dict:
+    scores = [score_stream(spot(bundle, stream, settings), stream.truth, stream.duration, stream.idle)
+              for stream in streams]
+    return summarise_streams(scores, prefix) if scores else {}
+
+
+def spotting_sweep(bundle: ServedBundle, streams: list[RecordedStream]) -> pd.DataFrame:
+    """Stream figures on validation streams for every setting of the grid, best first."""
+    rows = []
+    for threshold, hold, smoothing, release in itertools.product(
+            SWEEP_THRESHOLDS, SWEEP_MIN_HOLD_SECONDS, SWEEP_SMOOTHING_STEPS, SWEEP_RELEASE_SECONDS):
+        settings = SpottingSettings(threshold, hold, smoothing, release)
+        figures = stream_metrics(bundle, streams, settings, prefix="")
+        rows.append({"threshold": threshold, "min_hold_seconds": hold, "smoothing_steps": smoothing,
+                     "release_seconds": release, **{key: figures[key] for key in (
+                         "sign_error_rate", "false_signs_per_minute", "latency_seconds_median",
+                         "latency_seconds_p95")}})
+    table = pd.DataFrame(rows)
+    # Rank by errors counted alike: a wrong, missed or extra sign in a sentence, and a false sign per minute idle.
+    table["rank_score"] = table["sign_error_rate"].fillna(1.0) + 0.1 * table["false_signs_per_minute"].fillna(0.0)
+    return table.sort_values(["rank_score", "latency_seconds_median"], kind="stable").reset_index(drop=True)
+
+
+def plot_stream_timeline(bundle: ServedBundle, stream: RecordedStream, settings: SpottingSettings,
+                         output_path: str | Path) -> None:
+    """Each sign's probability over the stream; true signs shaded, emitted signs marked."""
+    emitted = spot(bundle, stream, settings)
+    figure, axes = plt.subplots(figsize=(12, 4))
+    for truth in stream.truth:
+        axes.axvspan(truth.start, truth.end, color="0.88")
+        axes.text((truth.start + truth.end) / 2, 1.04, truth.sign, ha="center", fontsize=8)
+    signs = [index for index, label in enumerate(bundle.labels) if label != bundle.no_sign_label]
+    colours = plt.cm.tab20(np.linspace(0, 1, max(len(bundle.labels), 2)))
+    for index in signs:
+        if len(stream.step_probabilities) and stream.step_probabilities[:, index].max() >= 0.2:
+            axes.plot(stream.step_times, stream.step_probabilities[:, index], color=colours[index], lw=1.2,
+                      label=bundle.labels[index])
+    if bundle.no_sign_label in bundle.labels:
+        axes.plot(stream.step_times, stream.step_probabilities[:, bundle.labels.index(bundle.no_sign_label)],
+                  color="0.4", lw=1, ls=":", label=f"{bundle.no_sign_label} (no sign)")
+    for sign in emitted:
+        axes.axvline(sign.emitted_at, color="black", lw=0.8)
+        axes.text(sign.emitted_at, -0.12, sign.sign, rotation=0, ha="center", fontsize=8)
+    axes.axhline(settings.threshold, color="red", lw=0.6, ls="--")
+    axes.set(xlim=(0, stream.duration), ylim=(-0.18, 1.1), xlabel="stream seconds", ylabel="probability",
+             title=f"{stream.path.name}: true signs shaded (labels above), emitted signs as lines (labels below)")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
+    figure.tight_layout()
+    save_figure(figure, output_path)
+
+
+# --- the stage ---------------------------------------------------------------------------------------
 
 def main() -> None:
     params = load_params()
-    paths, top_k = params["paths"], params["evaluate"]["top_k"]
-    classes = json.loads(Path(paths["labels"]).read_text())["labels"]
-    x_test, y_test, clip_paths = load_split(paths["embeddings"], "test", classes)  # (n, seq_len, 1280)
-    if len(x_test) == 0:
+    paths, settings = params["paths"], params["evaluate"]
+    spotting = SpottingSettings.from_params(params["spotting"])
+    bundle = load_bundle(paths["model"])
+    classes, top_k = bundle.labels, settings["top_k"]
+    windows, reach = settings["windows"], settings["window_reach"]
+    embeddings_attributes = read_attributes(paths["embeddings"])
+    reuse = served_uses_the_cached_embeddings(bundle, embeddings_attributes)
+    head = load_model(paths["head"])
+    splits = {name: load_split(paths["embeddings"], name, classes) for name in ("val", "test")}
+    if len(splits["test"]) == 0:
         raise SystemExit("no clip in the test split: nothing to evaluate (see data/manifest.csv)")
 
-    head_probabilities = load_model(paths["head"]).predict(x_test, batch_size=64, verbose=0)  # (n, classes)
-    served_probabilities = served_model_probabilities(paths["model"], paths["frames"], clip_paths)
-    predicted = served_probabilities.argmax(axis=1)
-    served = classification_metrics(y_test, served_probabilities, len(classes), top_k)
-    finetune_summary = json.loads((Path(paths["finetune_logs"]) / "summary.json").read_text())
+    served, head_figures = {}, {}
+    for name, split in splits.items():
+        served[name] = served_probabilities(bundle, split, paths["frames"], reuse, windows, reach)
+        head_figures[name] = head_probabilities(head, split, bundle.seq_len, windows, reach)
+    y_test = splits["test"].labels
+    predicted = served["test"].argmax(axis=1)
+
+    streams = record_streams(bundle, Path(paths["streams"]), ("val", "test"))
+    val_streams = [stream for stream in streams if stream.split == "val"]
+    test_streams = [stream for stream in streams if stream.split == "test"]
     metrics = {
-        **served,
+        **classification_metrics(splits["val"].labels, served["val"], top_k, prefix="val_"),
+        **stream_metrics(bundle, val_streams, spotting, prefix="val_stream_"),
+        **classification_metrics(y_test, served["test"], top_k, prefix="test_"),
+        **stream_metrics(bundle, test_streams, spotting, prefix="stream_"),
         "num_classes": len(classes),
-        "backbone_weights": read_attributes(paths["embeddings"])["weights_source"],
-        "finetune_enabled": finetune_summary["finetune_enabled"],
-        "precision_policy": finetune_summary["precision_policy"],
-        "served_model": served,
-        "head": classification_metrics(y_test, head_probabilities, len(classes), top_k),
-        # With fine-tuning off the two are the same function: this should be ~1e-6.
-        "served_vs_head_max_abs_diff": float(np.abs(served_probabilities - head_probabilities).max()),
+        "no_sign_class": bundle.no_sign_label,
+        "backbone_weights": embeddings_attributes["weights_source"],
+        "finetune_enabled": bool(bundle.card["finetuned"]),
+        "precision_policy": bundle.card["precision_policy_trained"],
+        "clip_windows_averaged": windows,
+        "served_model": classification_metrics(y_test, served["test"], top_k),
+        "head": classification_metrics(y_test, head_figures["test"], top_k),
+        # With fine-tuning off the two are the same function: this should be ~1e-5 (TFLite vs Keras head).
+        "served_vs_head_max_abs_diff": float(np.abs(served["test"] - head_figures["test"]).max()),
+        "spotting": {"threshold": spotting.threshold, "min_hold_seconds": spotting.min_hold_seconds,
+                     "smoothing_steps": spotting.smoothing_steps, "release_seconds": spotting.release_seconds},
         **refusal_counts(paths["manifest"]),
     }
     write_json(paths["metrics"], metrics)
-    table = per_class_table(y_test, predicted, classes)
     with atomic_path(paths["per_class"]) as tmp:
-        table.to_csv(tmp, index=False)
+        per_class_table(y_test, predicted, classes).to_csv(tmp, index=False)
     with atomic_path(paths["predictions"]) as tmp:
-        pd.DataFrame({"path": clip_paths, "actual": [classes[i] for i in y_test],
+        pd.DataFrame({"path": splits["test"].paths, "actual": [classes[i] for i in y_test],
                       "predicted": [classes[i] for i in predicted]}).to_csv(tmp, index=False)
     plot_confusion_matrix(y_test, predicted, classes,
-                          f"Test split, served model (accuracy {served['test_accuracy']:.3f})",
-                          paths["confusion_png"])
+                          f"Test split, served model (accuracy {metrics['test_accuracy']:.3f})", paths["confusion_png"])
+    sweep = spotting_sweep(bundle, val_streams) if val_streams else pd.DataFrame()
+    with atomic_path(paths["spotting_validation"]) as tmp:
+        sweep.to_csv(tmp, index=False)
+    sign_streams = [stream for stream in test_streams if not stream.idle]
+    if sign_streams:
+        plot_stream_timeline(bundle, sign_streams[0], spotting, paths["stream_timeline_png"])
+    else:   # a dataset without streams: say so in the image rather than leave an old one
+        figure, axes = plt.subplots(figsize=(6, 1.5))
+        axes.axis("off")
+        axes.text(0.5, 0.5, "no test streams in this dataset", ha="center", va="center")
+        save_figure(figure, paths["stream_timeline_png"])
     print(json.dumps(metrics, indent=2))
 
 

@@ -1,15 +1,20 @@
-"""Classify a video file, or a webcam live, with the served model.
+"""Recognise signs in a video file, or live on a webcam, with the served model.
 
 Usage:
-    python -m stages.infer VIDEO                       # top-3 of the whole clip (full Keras graph)
-    python -m stages.infer VIDEO --mode stream --json  # the live path fed from a file, as JSON
-    python -m stages.infer --webcam 0                  # live on camera 0 (OpenCV window if there is one)
+    python -m stages.infer VIDEO                       # top-3 of the clip's centred window (one isolated sign)
+    python -m stages.infer VIDEO --mode signs          # the signs made in the video, in order, with their times
+    python -m stages.infer VIDEO --mode signs --json   # ... as {"signs": [{"sign", "start", "end", "confidence"}]}
+    python -m stages.infer VIDEO --mode stream --json  # the live path fed from a file: its last prediction
+    python -m stages.infer --webcam 0                  # live on camera 0: prints each sign as it is made
 
-`--mode clip` samples the clip exactly as training did and runs the full graph;
-`--mode stream` pushes every frame through the streaming recognizer (frames
-enter at the training sampling rate, ring buffer, head) and reports its last
-prediction: what the webcam demo would show at the end of the clip.
-JSON output: {"label": ..., "top": [[label, prob], ...], "probs": {label: prob}}.
+`--mode clip` samples the clip exactly as training did (the card's sampling
+rule, so the CLI refuses what the pipeline refuses) and classifies its
+centred window with the full graph. `--mode signs` and `--webcam` push every
+frame through the live path (stages/lib/streaming.py: frames at the training
+rate, ring buffer, head) and its sign spotter, with the `spotting` settings
+of params.yaml (or the flags); the no-sign state is never listed. `--mode
+stream` reports the live path's last prediction, what the webcam demo would
+show at the end of the clip. With --json, the last line printed is one JSON object.
 """
 from __future__ import annotations
 
@@ -17,46 +22,90 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from stages.lib.overlay import draw_prediction_band
-from stages.lib.served import Prediction, load_bundle, predict_video
-from stages.lib.streaming import StreamingRecognizer
+from stages.lib.params import ParamsError, load_params
+from stages.lib.served import Prediction, ServedBundle, load_bundle, predict_video
+from stages.lib.streaming import SignSpotter, SpottedSign, SpottingSettings, StreamingRecognizer
 from stages.lib.video import ClipRefused, iterate_video_frames
 
 WINDOW_NAME = "sign recognition (q to quit)"
 
 
+def default_spotting() -> SpottingSettings:
+    """params.yaml's `spotting:` section when run in the repository; the library defaults elsewhere."""
+    try:
+        return SpottingSettings.from_params(load_params()["spotting"])
+    except (ParamsError, KeyError):
+        return SpottingSettings()
+
+
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Classify a sign video or a live webcam.")
-    parser.add_argument("video", nargs="?", help="video file to classify")
+    spotting = default_spotting()
+    parser = argparse.ArgumentParser(description="Recognise signs in a video file or a live webcam.")
+    parser.add_argument("video", nargs="?", help="video file")
     parser.add_argument("--model", default="models/model.keras", help="served model (its card sits beside it)")
-    parser.add_argument("--mode", choices=("clip", "stream"), default="clip")
+    parser.add_argument("--mode", choices=("clip", "signs", "stream"), default="clip")
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--webcam", nargs="?", type=int, const=0, metavar="INDEX", help="live camera index")
+    parser.add_argument("--threshold", type=float, default=spotting.threshold, help="spotting: probability a sign must reach")
+    parser.add_argument("--min-hold", type=float, default=spotting.min_hold_seconds,
+                        help="spotting: seconds a sign must hold before it is emitted")
+    parser.add_argument("--smoothing", type=int, default=spotting.smoothing_steps,
+                        help="spotting: model steps averaged")
+    parser.add_argument("--release", type=float, default=spotting.release_seconds,
+                        help="spotting: seconds without a sign before the same sign may be emitted again")
     arguments = parser.parse_args(argv)
     if (arguments.video is None) == (arguments.webcam is None):
         parser.error("give either a VIDEO or --webcam [INDEX]")
     return arguments
 
 
+def spotting_settings(arguments: argparse.Namespace) -> SpottingSettings:
+    return SpottingSettings(arguments.threshold, arguments.min_hold, arguments.smoothing, arguments.release)
+
+
+def make_spotter(bundle: ServedBundle, settings: SpottingSettings) -> SignSpotter:
+    return SignSpotter(bundle.labels, bundle.no_sign_label, settings, bundle.window_seconds)
+
+
+def spot_video_file(bundle: ServedBundle, path: str, settings: SpottingSettings) -> list[SpottedSign]:
+    """Feed a file frame by frame, with its own timestamps, through the live path and the spotter."""
+    recognizer, spotter = StreamingRecognizer(bundle), make_spotter(bundle, settings)
+    for timestamp, frame in iterate_video_frames(path):
+        recognizer.push_camera_frame(frame, timestamp)
+        if recognizer.stepped:
+            spotter.update(recognizer.latest_probabilities, timestamp)
+    return spotter.finish()
+
+
 def stream_video_file(recognizer: StreamingRecognizer, path: str) -> Prediction:
-    """Feed a file frame by frame, with its own timestamps, through the live path."""
+    """Feed a file frame by frame through the live path; its last prediction."""
     prediction = None
     for timestamp, frame in iterate_video_frames(path):
         prediction = recognizer.push_camera_frame(frame, timestamp) or prediction
     if prediction is None:
-        raise ClipRefused(f"too short for the live path: fewer than {recognizer.bundle.seq_len} frames "
-                          f"at {recognizer.bundle.sample_fps:.1f} frames/s")
+        bundle = recognizer.bundle
+        raise ClipRefused(f"too short for the live path: fewer than {bundle.seq_len} frames "
+                          f"at {bundle.sample_fps:g} frames/s ({bundle.window_seconds:.1f} s)")
     return prediction
 
 
 def format_prediction(prediction: Prediction) -> str:
     return "\n".join(f"{rank}. {label:<28s} {probability:6.1%}"
                      for rank, (label, probability) in enumerate(prediction.top, start=1))
+
+
+def format_signs(signs: list[SpottedSign]) -> str:
+    if not signs:
+        return "no sign recognised"
+    return "\n".join(f"{index}. {sign.sign:<24s} {sign.start:6.2f}-{sign.end:6.2f} s  {sign.confidence:5.0%}"
+                     for index, sign in enumerate(signs, start=1))
 
 
 def draw_overlay(frame: np.ndarray, prediction: Prediction | None, fill: float) -> np.ndarray:
@@ -67,19 +116,24 @@ def draw_overlay(frame: np.ndarray, prediction: Prediction | None, fill: float) 
     return draw_prediction_band(frame, f"{label} {probability:.0%}", probability, (80, 200, 80))
 
 
-def run_webcam(recognizer: StreamingRecognizer, index: int) -> None:
-    """Live loop on a local camera; prints to the terminal when OpenCV has no GUI (headless build)."""
+def run_webcam(bundle: ServedBundle, index: int, settings: SpottingSettings, top_k: int) -> None:
+    """Live loop on a local camera: each sign printed as it is emitted; a window when OpenCV has a GUI."""
     capture = cv2.VideoCapture(index)
     if not capture.isOpened():
         raise SystemExit(f"cannot open camera {index}")
-    has_window = True
-    last_label = None
+    recognizer, spotter = StreamingRecognizer(bundle, top_k=top_k), make_spotter(bundle, settings)
+    has_window, started = True, time.monotonic()
     try:
         while True:
             ok, frame = capture.read()
             if not ok:
                 break
-            prediction = recognizer.push_camera_frame(frame, time.monotonic())
+            timestamp = time.monotonic() - started
+            prediction = recognizer.push_camera_frame(frame, timestamp)
+            if recognizer.stepped:
+                for sign in spotter.update(recognizer.latest_probabilities, timestamp):
+                    print(f"{time.strftime('%H:%M:%S')}  {sign.sign}  ({sign.confidence:.0%}, "
+                          f"from {sign.start:.1f} s)", flush=True)
             if has_window:
                 try:
                     cv2.imshow(WINDOW_NAME, draw_overlay(frame, prediction, recognizer.buffer_fill))
@@ -87,10 +141,7 @@ def run_webcam(recognizer: StreamingRecognizer, index: int) -> None:
                         break
                 except cv2.error:
                     has_window = False  # opencv-python-headless: no GUI, fall back to the terminal
-                    print("no OpenCV window available (headless build); printing predictions, Ctrl+C to stop")
-            if prediction and prediction.label != last_label:
-                last_label = prediction.label
-                print(f"{time.strftime('%H:%M:%S')}  {prediction.label}  {prediction.top[0][1]:.0%}", flush=True)
+                    print("no OpenCV window available (headless build); printing signs, Ctrl+C to stop")
     except KeyboardInterrupt:
         pass
     finally:
@@ -101,17 +152,23 @@ def main(argv: list[str] | None = None) -> None:
     arguments = parse_arguments(argv)
     try:
         bundle = load_bundle(arguments.model)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:
         raise SystemExit(str(error)) from None
-    recognizer = StreamingRecognizer(bundle, top_k=arguments.top_k)
+    settings = spotting_settings(arguments)
     if arguments.webcam is not None:
-        run_webcam(recognizer, arguments.webcam)
+        run_webcam(bundle, arguments.webcam, settings, arguments.top_k)
         return
+    if not Path(arguments.video).exists():
+        raise SystemExit(f"{arguments.video}: file not found")
     try:
+        if arguments.mode == "signs":
+            signs = spot_video_file(bundle, arguments.video, settings)
+            print(json.dumps({"signs": [sign.as_json() for sign in signs]}) if arguments.json else format_signs(signs))
+            return
         if arguments.mode == "clip":
             prediction, _ = predict_video(bundle, arguments.video, top_k=arguments.top_k)
         else:
-            prediction = stream_video_file(recognizer, arguments.video)
+            prediction = stream_video_file(StreamingRecognizer(bundle, top_k=arguments.top_k), arguments.video)
     except ClipRefused as refusal:
         raise SystemExit(f"{arguments.video}: {refusal}") from None
     print(json.dumps(prediction.as_json()) if arguments.json else format_prediction(prediction))

@@ -3,17 +3,19 @@
 Usage:
     from stages.lib.served import load_bundle, predict_video
     bundle = load_bundle("models/model.keras")
-    result = predict_video(bundle, "clip.mp4")     # Prediction: label, top-k, all probabilities
-    bundle.labels, bundle.seq_len, bundle.image_size, bundle.sample_fps
+    result, frames = predict_video(bundle, "clip.mp4")   # Prediction of the clip's centred window
+    bundle.labels, bundle.seq_len, bundle.sampling, bundle.no_sign_label
 
-Files of a bundle, all next to `<name>.keras` (written by the finetune stage,
+Files of a bundle, all next to `<name>.keras` (written by the assemble stage,
 named in params.yaml `paths`, and listed by the card under "files"):
-    <name>.keras                 full graph: (batch, T, H, W, 3) uint8 RGB -> (batch, classes)
-    <name>.json                  the card: labels, seq_len, image_size, sample_fps, params, files
+    <name>.keras                 full graph: (batch, seq_len, H, W, 3) uint8 RGB -> (batch, classes)
+    <name>.json                  the card: labels, no-sign class, window, sampling rule, params, files
     frame_encoder_tflite         the graph's per-frame part, batch 1 (live path)
     head_tflite                  the graph's head, batch 1 (live path)
-    model_tflite                 the whole graph, batch 1 (absent when exported for the app only)
-    saved_model                  SavedModel export for TF Serving (likewise)
+
+The card's `sampling` (rate, image size, minimum frames, longest clip) is the
+one rule every consumer applies: the CLI, the app and evaluate sample with it,
+so none of them classifies what the pipeline refuses.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.lib.video import COLOR_ORDER, PREPROCESSING_DESCRIPTION, sample_video
+from stages.lib.video import COLOR_ORDER, PREPROCESSING_DESCRIPTION, Sampling, sample_clip
+from stages.lib.windows import centred_window, spread_windows
 
 CARD_KIND = "sign-recognizer-full-graph"
 
@@ -48,15 +51,20 @@ def prediction_from_probabilities(probabilities: np.ndarray, labels: list[str], 
                       probabilities={label: float(p) for label, p in zip(labels, probabilities)})
 
 
-def make_card(labels: list[str], seq_len: int, image_size: int, sample_fps: float, weights_source: str,
-              train_params: dict, finetune_params: dict, precision_policy_trained: str) -> dict:
-    """The served model's card: everything needed to use it without re-declaring constants."""
+def make_card(head_card: dict, weights_source: str, finetune_status: dict) -> dict:
+    """The served model's card: everything needed to use it without re-declaring constants.
+
+    `head_card` is what the train stage wrote beside the head (labels, window,
+    sampling, params); `finetune_status` what the finetune stage wrote.
+    """
     from stages.lib.backbone import BACKBONE_NAME
-    return {"kind": CARD_KIND, "labels": list(labels), "seq_len": int(seq_len), "image_size": int(image_size),
-            "sample_fps": float(sample_fps), "color_order": COLOR_ORDER,
-            "frame_preprocessing": PREPROCESSING_DESCRIPTION, "backbone": BACKBONE_NAME,
-            "weights_source": weights_source, "train_params": train_params, "finetune_params": finetune_params,
-            "precision_policy_trained": precision_policy_trained}
+    keys = ("labels", "no_sign_label", "seq_len", "sample_fps", "window_seconds", "sampling", "image_size",
+            "train_params", "train_clip_durations")
+    return {"kind": CARD_KIND, **{key: head_card[key] for key in keys},
+            "color_order": COLOR_ORDER, "frame_preprocessing": PREPROCESSING_DESCRIPTION,
+            "backbone": BACKBONE_NAME, "weights_source": weights_source,
+            "finetuned": bool(finetune_status["enabled"]),
+            "precision_policy_trained": finetune_status.get("precision_policy_trained", "float32")}
 
 
 def card_path_for(model_path: Path) -> Path:
@@ -89,17 +97,31 @@ class ServedBundle:
         return self.card["labels"]
 
     @property
+    def no_sign_label(self) -> str | None:
+        """The idle class ("_none") when the model has one; None when it always names a sign."""
+        return self.card.get("no_sign_label")
+
+    @property
     def seq_len(self) -> int:
         return int(self.card["seq_len"])
 
     @property
+    def sampling(self) -> Sampling:
+        """The pipeline's sampling rule: rate, image size, minimum frames, longest clip."""
+        return Sampling.from_dict(self.card["sampling"])
+
+    @property
     def image_size(self) -> int:
-        return int(self.card["image_size"])
+        return self.sampling.image_size
 
     @property
     def sample_fps(self) -> float:
-        """Frames per second at which training sampled clips; live frames enter at this rate."""
-        return float(self.card["sample_fps"])
+        """Frames per second of stream time that enter the model, in training and live alike (always > 0)."""
+        return self.sampling.fps
+
+    @property
+    def window_seconds(self) -> float:
+        return self.seq_len / self.sample_fps
 
     @cached_property
     def keras_model(self):
@@ -120,11 +142,11 @@ class ServedBundle:
         from stages.lib.engines import TFLiteModel
         return TFLiteModel(self.file("head_tflite").read_bytes())
 
-    def predict_frames(self, frames: np.ndarray) -> np.ndarray:
-        """(seq_len, H, W, 3) uint8 RGB sampled frames -> (classes,) probabilities, full Keras graph."""
+    def predict_window(self, frames: np.ndarray) -> np.ndarray:
+        """(seq_len, H, W, 3) uint8 RGB window -> (classes,) probabilities, full Keras graph."""
         return self.keras_model(frames[None], training=False).numpy()[0]
 
-    def predict_frames_fast(self, frames: np.ndarray) -> np.ndarray:
+    def predict_window_fast(self, frames: np.ndarray) -> np.ndarray:
         """The same through the TFLite parts of the same graph (~1e-5 apart, several times faster)."""
         embeddings = self.frame_engine.embed(frames)                   # (seq_len, 1280)
         return self.head_engine.run(embeddings[None])[0]              # (classes,)
@@ -137,19 +159,25 @@ def load_bundle(model_path: str | Path) -> ServedBundle:
     if not model_path.exists() or not card_path.exists():
         raise FileNotFoundError(f"{model_path} (and its card {card_path.name}) not found: run `dvc repro` first")
     card = json.loads(card_path.read_text())
-    if card.get("kind") != CARD_KIND:
-        raise ValueError(f"{card_path} is not a served-model card (kind {card.get('kind')!r})")
+    if card.get("kind") != CARD_KIND or "sampling" not in card:
+        raise ValueError(f"{card_path} is not a served-model card of this version (kind {card.get('kind')!r}); "
+                         "re-create it with `dvc repro`")
     return ServedBundle(model_path, card)
 
 
-def classify_frames(bundle: ServedBundle, frames: np.ndarray, top_k: int = 3, fast: bool = False) -> Prediction:
-    """(seq_len, H, W, 3) uint8 RGB sampled frames -> Prediction (full Keras graph, or its TFLite parts)."""
-    probabilities = bundle.predict_frames_fast(frames) if fast else bundle.predict_frames(frames)
+def classify_clip_frames(bundle: ServedBundle, frames: np.ndarray, top_k: int = 3, fast: bool = False,
+                         windows: int = 1, reach: float = 0.0) -> Prediction:
+    """A sampled clip (frames, H, W, 3) -> Prediction of its centred window, or the mean of `windows`
+    windows spread over +-`reach` of it (test-time averaging)."""
+    predict = bundle.predict_window_fast if fast else bundle.predict_window
+    indices = spread_windows(len(frames), bundle.seq_len, windows, reach) if windows > 1 \
+        else [centred_window(len(frames), bundle.seq_len)]
+    probabilities = np.mean([predict(frames[window]) for window in indices], axis=0)
     return prediction_from_probabilities(probabilities, bundle.labels, top_k)
 
 
-def predict_video(bundle: ServedBundle, video_path: str | Path, top_k: int = 3, fast: bool = False,
-                  min_frames: int = 1) -> tuple[Prediction, np.ndarray]:
-    """Sample a clip exactly as training did and classify it; returns (prediction, sampled frames)."""
-    clip = sample_video(video_path, bundle.seq_len, bundle.image_size, min_frames=min_frames)
-    return classify_frames(bundle, clip.frames, top_k, fast), clip.frames
+def predict_video(bundle: ServedBundle, video_path: str | Path, top_k: int = 3, fast: bool = False
+                  ) -> tuple[Prediction, np.ndarray]:
+    """Sample a clip exactly as training did (the card's rule) and classify it; (prediction, sampled frames)."""
+    clip = sample_clip(video_path, bundle.sampling)
+    return classify_clip_frames(bundle, clip.frames, top_k, fast), clip.frames

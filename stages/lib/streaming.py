@@ -1,47 +1,70 @@
-"""The live path, shared by the webcam CLI and the Streamlit app: push a frame, get the current top-k.
+"""The live path, shared by the webcam CLI, the app and the evaluate stage: frames in, signs out.
 
 Usage:
     from stages.lib.served import load_bundle
-    from stages.lib.streaming import StreamingRecognizer
-    recognizer = StreamingRecognizer(load_bundle("models/model.keras"))
+    from stages.lib.streaming import SignSpotter, SpottingSettings, StreamingRecognizer
+    bundle = load_bundle("models/model.keras")
+    recognizer = StreamingRecognizer(bundle)
+    spotter = SignSpotter(bundle.labels, bundle.no_sign_label, SpottingSettings(), bundle.window_seconds)
     for timestamp, frame_bgr in camera:                 # any rate, e.g. 30 fps
-        prediction = recognizer.push_camera_frame(frame_bgr, timestamp)
-        if prediction: print(prediction.label, prediction.top)
+        if recognizer.push_camera_frame(frame_bgr, timestamp) is not None and recognizer.stepped:
+            for sign in spotter.update(recognizer.latest_probabilities, timestamp):
+                print(sign.sign, sign.start, sign.confidence)          # emitted once, when it has held
+    spotter.finish(); spotter.signs                      # every sign made, with start, end, confidence
 
-Per accepted frame the backbone runs once (TFLite) and its embedding enters a
-ring buffer of the last `seq_len` embeddings; the head runs on the buffer.
-Frames are accepted at the rate training sampled clips (`seq_len` frames over
-a typical clip's duration, the card's `sample_fps`), not at the camera's rate:
-otherwise a sign would fill the buffer several times slower or faster than
-the model was trained to see. With the buffer holding a clip's sampled frames,
-the probabilities equal the full graph's on that clip.
+StreamingRecognizer: frames are taken at the rate training sampled clips
+(the card's `sample_fps`, by the same `SamplingClock` the sample stage ran on
+clip timestamps), not at the camera's rate, so a sign fills the buffer as it
+did in training. Each taken frame runs the backbone once (TFLite), its
+embedding enters a ring buffer of the last `seq_len`, and the head runs on
+the buffer. With the buffer holding a window's frames, the probabilities
+equal the full graph's on that window (test, <= 1e-4).
 
-When the card does not know the training sampling rate (a frames dataset with
-`data.frames_fps: 0`), frames enter at `seq_len` over FALLBACK_SIGN_SECONDS.
+SignSpotter turns the per-step probabilities into discrete signs:
+- probabilities are averaged over the last `smoothing_steps` steps;
+- the candidate at a step is the most probable class when it is a sign (not
+  the no-sign class) at or above `threshold`; otherwise there is none;
+- a candidate is emitted once, when it has been the candidate for
+  `min_hold_seconds`; it is not emitted again until the stream has shown no
+  candidate for `release_seconds` or another sign has been emitted;
+- each sign carries a start and an end in stream seconds and a confidence
+  (its mean smoothed probability while it was the candidate). The candidate's
+  run of steps [first, last] saw windows ending at those times; the sign is
+  placed where those windows overlap: from `last - window` to `first` (or the
+  other way round when the run is longer than a window).
 
-Not thread-safe: one recognizer per video stream (the app keeps one per session).
+Not thread-safe: one recognizer and one spotter per video stream.
 """
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterable
 
 import numpy as np
 
 from stages.lib.served import Prediction, ServedBundle, prediction_from_probabilities
-from stages.lib.video import prepare_frame
+from stages.lib.video import SamplingClock, prepare_frame
 
-FALLBACK_SIGN_SECONDS = 2.0  # a typical isolated sign lasts 1-3 s
+EPSILON_SECONDS = 1e-6
 
 
 class StreamingRecognizer:
     def __init__(self, bundle: ServedBundle, top_k: int = 3):
         self.bundle = bundle
         self.top_k = top_k
-        sample_fps = bundle.sample_fps if bundle.sample_fps > 0 else bundle.seq_len / FALLBACK_SIGN_SECONDS
-        self.frame_interval = 1.0 / sample_fps             # seconds between accepted frames
+        # A gap longer than a window (a paused stream) refills the buffer with one frame, no more.
+        self.clock = SamplingClock(bundle.sample_fps, max_ticks=bundle.seq_len)
         self.embeddings: deque[np.ndarray] = deque(maxlen=bundle.seq_len)   # each (1280,)
-        self.next_due: float | None = None
         self.latest: Prediction | None = None
+        self.latest_probabilities: np.ndarray | None = None                # (classes,)
+        self.stepped = False          # did the last push run the head (a new model step)?
+        self.steps = 0
+
+    @property
+    def frame_interval(self) -> float:
+        """Seconds of stream time between frames taken into the buffer."""
+        return 1.0 / self.bundle.sample_fps
 
     @property
     def buffer_fill(self) -> float:
@@ -49,34 +72,170 @@ class StreamingRecognizer:
         return len(self.embeddings) / self.bundle.seq_len
 
     def reset(self) -> None:
+        self.clock.reset()
         self.embeddings.clear()
-        self.next_due = None
-        self.latest = None
-
-    def is_due(self, timestamp: float) -> bool:
-        """Accept a frame when the sampling clock says so; never fall behind by more than one slot."""
-        if self.next_due is None or timestamp >= self.next_due:
-            base = timestamp if self.next_due is None else max(self.next_due, timestamp - self.frame_interval)
-            self.next_due = base + self.frame_interval
-            return True
-        return False
+        self.latest = self.latest_probabilities = None
+        self.stepped = False
+        self.steps = 0
 
     def push_camera_frame(self, frame_bgr: np.ndarray, timestamp: float) -> Prediction | None:
         """A raw camera frame (H, W, 3) BGR at `timestamp` seconds; returns the current prediction.
 
-        Frames between sampling slots are skipped (cheaply: no backbone run) and
-        return the latest prediction unchanged.
+        Frames between clock ticks are skipped cheaply (no backbone run) and
+        return the latest prediction unchanged, with `stepped` False.
         """
-        if not self.is_due(timestamp):
+        ticks = self.clock.ticks(timestamp)
+        if not ticks:
+            self.stepped = False
             return self.latest
-        return self.push_prepared_frame(prepare_frame(frame_bgr, self.bundle.image_size))
+        return self.push_prepared_frame(prepare_frame(frame_bgr, self.bundle.image_size), ticks)
 
-    def push_prepared_frame(self, frame_rgb: np.ndarray) -> Prediction | None:
-        """A frame already through `prepare_frame` (image_size², RGB uint8): embed, buffer, classify."""
+    def push_prepared_frame(self, frame_rgb: np.ndarray, ticks: int = 1) -> Prediction | None:
+        """A frame already through `prepare_frame` (image_size², RGB uint8) covering `ticks` clock ticks."""
         embedding = self.bundle.frame_engine.embed(frame_rgb[None])[0]          # (1280,)
-        self.embeddings.append(embedding)
-        if len(self.embeddings) < self.bundle.seq_len:
+        for _ in range(ticks):
+            self.embeddings.append(embedding)
+        self.stepped = len(self.embeddings) == self.bundle.seq_len
+        if not self.stepped:
             return None
-        probabilities = self.bundle.head_engine.run(np.stack(self.embeddings)[None])[0]   # (classes,)
-        self.latest = prediction_from_probabilities(probabilities, self.bundle.labels, self.top_k)
+        self.latest_probabilities = self.bundle.head_engine.run(np.stack(self.embeddings)[None])[0]  # (classes,)
+        self.latest = prediction_from_probabilities(self.latest_probabilities, self.bundle.labels, self.top_k)
+        self.steps += 1
         return self.latest
+
+
+@dataclass(frozen=True)
+class SpottingSettings:
+    """The spotting params (params.yaml `spotting:`); defaults chosen on validation streams, see README."""
+    threshold: float = 0.6
+    min_hold_seconds: float = 0.3
+    smoothing_steps: int = 3
+    release_seconds: float = 0.3
+
+    @classmethod
+    def from_params(cls, spotting: dict) -> "SpottingSettings":
+        return cls(float(spotting["threshold"]), float(spotting["min_hold_seconds"]),
+                   int(spotting["smoothing_steps"]), float(spotting["release_seconds"]))
+
+
+@dataclass
+class SpottedSign:
+    sign: str
+    start: float                 # stream seconds
+    end: float
+    confidence: float            # mean smoothed probability while it was the candidate
+    emitted_at: float            # stream time at which it was emitted (for latency)
+
+    def as_json(self) -> dict:
+        return {"sign": self.sign, "start": round(self.start, 2), "end": round(self.end, 2),
+                "confidence": round(self.confidence, 3)}
+
+
+@dataclass
+class CandidateRun:
+    label: str | None
+    first: float                 # time of its first step
+    last: float                  # time of its latest step
+    probabilities: list[float] = field(default_factory=list)
+    emitted: SpottedSign | None = None
+
+
+class SignSpotter:
+    """Per-step probabilities -> signs emitted once each, with start, end and confidence (rules above)."""
+
+    def __init__(self, labels: list[str], no_sign_label: str | None, settings: SpottingSettings,
+                 window_seconds: float):
+        self.labels = labels
+        self.no_sign_index = labels.index(no_sign_label) if no_sign_label in labels else None
+        self.settings = settings
+        self.window_seconds = window_seconds
+        self.signs: list[SpottedSign] = []
+        self.recent: deque[np.ndarray] = deque(maxlen=max(settings.smoothing_steps, 1))
+        self.run: CandidateRun | None = None
+        self.last_emitted: str | None = None
+        self.released = True               # no candidate for release_seconds since the last emission
+        self.smoothed: np.ndarray | None = None
+
+    @property
+    def current(self) -> tuple[str | None, float]:
+        """(the sign being recognised now, or None for no sign; its smoothed probability)."""
+        if self.run is None or self.run.label is None:
+            return None, 0.0
+        return self.run.label, self.run.probabilities[-1]
+
+    def clear(self) -> None:
+        """Forget the signs made so far (the Live page's Clear); the stream goes on."""
+        self.signs = []
+
+    def update(self, probabilities: np.ndarray, timestamp: float) -> list[SpottedSign]:
+        """One model step's (classes,) probabilities at `timestamp`; returns the signs emitted now."""
+        self.recent.append(np.asarray(probabilities, np.float64))
+        self.smoothed = np.mean(self.recent, axis=0)
+        best = int(np.argmax(self.smoothed))
+        confidence = float(self.smoothed[best])
+        candidate = (self.labels[best] if best != self.no_sign_index and confidence >= self.settings.threshold
+                     else None)
+        if self.run is None or candidate != self.run.label:
+            self.close_run()
+            self.run = CandidateRun(candidate, timestamp, timestamp)
+        self.run.last = timestamp
+        self.run.probabilities.append(confidence)
+        if candidate is None:
+            if timestamp - self.run.first >= self.settings.release_seconds - EPSILON_SECONDS:
+                self.released = True
+            return []
+        self.update_emitted_extent()
+        held = timestamp - self.run.first >= self.settings.min_hold_seconds - EPSILON_SECONDS
+        if self.run.emitted is None and held and (candidate != self.last_emitted or self.released):
+            self.run.emitted = SpottedSign(candidate, *self.extent(), float(np.mean(self.run.probabilities)),
+                                           emitted_at=timestamp)
+            self.signs.append(self.run.emitted)
+            self.last_emitted, self.released = candidate, False
+            return [self.run.emitted]
+        return []
+
+    def extent(self) -> tuple[float, float]:
+        """(start, end) of the current run's sign in stream seconds (see the module docstring)."""
+        shifted_last = self.run.last - self.window_seconds
+        return max(0.0, min(self.run.first, shifted_last)), max(0.0, max(self.run.first, shifted_last))
+
+    def update_emitted_extent(self) -> None:
+        emitted = self.run.emitted
+        if emitted is not None:
+            emitted.start, emitted.end = self.extent()
+            emitted.confidence = float(np.mean(self.run.probabilities))
+
+    def close_run(self) -> None:
+        if self.run is not None and self.run.label is not None:
+            self.update_emitted_extent()
+
+    def finish(self) -> list[SpottedSign]:
+        """End of the stream: settle the open run; returns every sign made."""
+        self.close_run()
+        return self.signs
+
+
+def spot_signs(step_times: np.ndarray, step_probabilities: np.ndarray, labels: list[str],
+               no_sign_label: str | None, settings: SpottingSettings, window_seconds: float) -> list[SpottedSign]:
+    """Run a spotter over recorded steps ((steps,) times, (steps, classes) probabilities); every sign made."""
+    spotter = SignSpotter(labels, no_sign_label, settings, window_seconds)
+    for timestamp, probabilities in zip(step_times, step_probabilities):
+        spotter.update(probabilities, float(timestamp))
+    return spotter.finish()
+
+
+def record_stream_steps(bundle: ServedBundle, frames: Iterable[tuple[float, np.ndarray]]
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Push (timestamp, BGR frame) pairs through a fresh recognizer; ((steps,) times, (steps, classes) probs).
+
+    What the live path computes, kept so several spotting settings can be tried on one pass.
+    """
+    recognizer = StreamingRecognizer(bundle)
+    times, probabilities = [], []
+    for timestamp, frame in frames:
+        recognizer.push_camera_frame(frame, timestamp)
+        if recognizer.stepped:
+            times.append(timestamp)
+            probabilities.append(recognizer.latest_probabilities)
+    classes = len(bundle.labels)
+    return np.array(times, np.float64), (np.stack(probabilities) if probabilities else np.zeros((0, classes)))
