@@ -2,44 +2,43 @@
 
 Usage:
     from app.live_session import LiveSession, draw_overlay
-    session = LiveSession(shared_model, smoothing_steps=3, confidence_threshold=0.5)
+    session = LiveSession(shared_model, spotting=SpottingSettings(...))
     snapshot = session.process_frame(frame_bgr, timestamp)     # frame thread, every camera frame
     annotated = draw_overlay(frame_bgr, snapshot)              # the frame sent back to the browser
-    session.snapshot().top                                     # script thread: the page's top-3 text
+    session.snapshot().sentence                                # script thread: the signs made so far
 
-Frames go through the library's streaming path (`StreamingRecognizer`: it
-accepts frames at the training sampling rate, embeds each once and runs the
-head on a ring buffer). On top of it this module only keeps what the page
-shows: the probabilities averaged over the last few model steps, a
-confidence threshold below which the sign shown is "…", the frames processed
-per second, and a short history of recognised signs.
+Frames go through the library's live path (`StreamingRecognizer`: frames at
+the training rate, embedded once, head on a ring buffer) and its sign spotter
+(`SignSpotter`: smoothing, threshold, minimum hold, each sign emitted once).
+On top of them this module only keeps what the page shows: the sentence of
+emitted signs (newest last), the current state (no sign, or the sign being
+recognised and its confidence), the smoothed top-k, and frames per second.
 
 Threads: `process_frame` runs in streamlit-webrtc's frame thread; every other
 method runs in the Streamlit script thread. Everything they share is behind
-`self._lock`; the recognizer itself is used by the frame thread alone (a reset
-asked by the script thread is only flagged, and done by the frame thread), and
-only under the shared model's lock, because several sessions use one model.
-Nothing here touches `st.session_state`.
+`self._lock`; the recognizer and the spotter are used by the frame thread
+alone (a reset or a clear asked by the script thread is only flagged, and done
+by the frame thread), and the recognizer only under the shared model's lock,
+because several sessions use one model. Nothing here touches `st.session_state`.
 """
 from __future__ import annotations
 
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from stages.lib.overlay import draw_prediction_band
-from stages.lib.served import Prediction, prediction_from_probabilities
-from stages.lib.streaming import StreamingRecognizer
+from stages.lib.served import prediction_from_probabilities
+from stages.lib.streaming import SignSpotter, SpottedSign, SpottingSettings, StreamingRecognizer
 
 if TYPE_CHECKING:  # only for annotations: app.state imports streamlit, which this module does not need
     from app.state import SharedModel
 
-UNSURE = "…"                      # shown instead of a sign below the confidence threshold
-MAX_SMOOTHING_STEPS = 10          # the slider's upper end: ~1.3 s of model steps at 7.5 steps/s
+NO_SIGN = "no sign"               # the current state when nothing is being recognised
 FPS_WINDOW_SECONDS = 2.0          # frames/s is measured over this much recent time
 # A timestamp this far behind the previous one means a new stream (its clock restarted):
 # the ring buffer holds frames of the old stream and the sampling clock is in its future.
@@ -50,59 +49,61 @@ CLOCK_RESTART_SECONDS = 1.0
 class LiveSnapshot:
     """What the page and the overlay show, consistent at one instant."""
     top: list[tuple[str, float]] = field(default_factory=list)   # smoothed top-k, best first; [] while filling
-    shown_sign: str = UNSURE                 # the top sign, or UNSURE below the threshold or while filling
-    confidence: float = 0.0                  # the top sign's smoothed probability
+    current_sign: str | None = None          # the sign being recognised now; None = no sign
+    confidence: float = 0.0                  # its smoothed probability
     buffer_fill: float = 0.0                 # 0..1 of the ring buffer; predictions start at 1
     frames_per_second: float = 0.0           # camera frames processed per second (skipped ones included)
     model_steps: int = 0                     # head runs since the stream (re)started
-    history: list[tuple[str, str, float]] = field(default_factory=list)  # (clock time, sign, confidence), newest first
-    confidence_threshold: float = 0.5
+    sentence: list[SpottedSign] = field(default_factory=list)   # emitted signs, oldest first
+    threshold: float = 0.6
+
+    @property
+    def state(self) -> str:
+        return self.current_sign or NO_SIGN
 
 
 class LiveSession:
-    def __init__(self, shared_model: SharedModel, top_k: int = 3, smoothing_steps: int = 3,
-                 confidence_threshold: float = 0.5, history_length: int = 8):
+    def __init__(self, shared_model: SharedModel, spotting: SpottingSettings, top_k: int = 3,
+                 sentence_length: int = 12):
         self._shared_model = shared_model
-        self._labels = shared_model.bundle.labels
+        bundle = shared_model.bundle
+        self._labels = bundle.labels
         self._top_k = top_k
-        # Not thread-safe: used by the frame thread only, under the shared model's lock.
-        self._recognizer = StreamingRecognizer(shared_model.bundle, top_k=top_k)
+        # Used by the frame thread only (the recognizer under the shared model's lock).
+        self._recognizer = StreamingRecognizer(bundle, top_k=top_k)
+        self._spotter = SignSpotter(bundle.labels, bundle.no_sign_label, spotting, bundle.window_seconds)
         # Everything below is shared by both threads: read and written under this lock.
         self._lock = threading.Lock()
-        self._smoothing_steps = smoothing_steps
-        self._confidence_threshold = confidence_threshold
-        self._recent_probabilities: deque[np.ndarray] = deque(maxlen=MAX_SMOOTHING_STEPS)  # each (classes,)
+        self._spotting = spotting
+        self._sentence: deque[SpottedSign] = deque(maxlen=sentence_length)
         self._frame_times: deque[float] = deque()        # time.monotonic() of recent processed frames
-        self._history: deque[tuple[str, str, float]] = deque(maxlen=history_length)
-        self._previous_shown = UNSURE
-        self._last_added: tuple[str, float] | None = None     # (sign, time.monotonic()) of the newest history entry
-        # A sign shown again this soon is the same performance flickering around the
-        # threshold, not a new one: a new one needs a buffer of fresh frames.
-        self._repeat_after_seconds = shared_model.bundle.seq_len / shared_model.bundle.sample_fps
-        self._last_prediction: Prediction | None = None
         self._last_timestamp: float | None = None
-        self._model_steps = 0
         self._reset_requested = False
-        self._snapshot = LiveSnapshot(confidence_threshold=confidence_threshold)
+        self._snapshot = LiveSnapshot(threshold=spotting.threshold)
 
     @property
     def shared_model(self) -> SharedModel:
         return self._shared_model
 
     # --- script thread -------------------------------------------------------------------------
-    def update_settings(self, smoothing_steps: int, confidence_threshold: float) -> None:
-        """The page's sliders; the next frame uses them."""
+    def update_settings(self, smoothing_steps: int, threshold: float) -> None:
+        """The page's sliders; the frame thread applies them at its next frame."""
         with self._lock:
-            self._smoothing_steps = max(1, min(int(smoothing_steps), MAX_SMOOTHING_STEPS))
-            self._confidence_threshold = float(confidence_threshold)
+            self._spotting = replace(self._spotting, smoothing_steps=max(1, int(smoothing_steps)),
+                                     threshold=float(threshold))
+
+    def clear_sentence(self) -> None:
+        """Forget the signs made so far; recognition goes on."""
+        with self._lock:
+            self._sentence.clear()
+            self._snapshot = replace(self._snapshot, sentence=[])
 
     def request_reset(self) -> None:
-        """Forget the buffer and the history; done by the frame thread at its next frame."""
+        """Forget the buffer and the sentence; done by the frame thread at its next frame."""
         with self._lock:
             self._reset_requested = True
-            self._history.clear()
-            self._last_added = None
-            self._snapshot = LiveSnapshot(confidence_threshold=self._confidence_threshold)
+            self._sentence.clear()
+            self._snapshot = LiveSnapshot(threshold=self._spotting.threshold)
 
     def snapshot(self) -> LiveSnapshot:
         with self._lock:
@@ -117,34 +118,27 @@ class LiveSession:
             self._reset_requested = False
             self._last_timestamp = timestamp
             if reset:
-                self._forget_stream()
+                self._frame_times.clear()
+            if self._spotter.settings != self._spotting or reset:
+                self._spotter = SignSpotter(self._labels, self._recognizer.bundle.no_sign_label, self._spotting,
+                                            self._recognizer.bundle.window_seconds)
         # One model serves several sessions' frame threads, so model calls hold its lock; the
         # recognizer is used under that lock too, in case a restarted stream's new frame thread
         # overlaps the old one for a moment.
         with self._shared_model.lock:
             if reset:
                 self._recognizer.reset()
-            prediction = self._recognizer.push_camera_frame(frame_bgr, timestamp)
-            buffer_fill = self._recognizer.buffer_fill
+            self._recognizer.push_camera_frame(frame_bgr, timestamp)
+            stepped, probabilities = self._recognizer.stepped, self._recognizer.latest_probabilities
+            buffer_fill, steps = self._recognizer.buffer_fill, self._recognizer.steps
+        emitted = self._spotter.update(probabilities, timestamp) if stepped else []
         with self._lock:
-            if prediction is not None and prediction is not self._last_prediction:
-                # A new model step (frames between sampling slots return the same object).
-                self._last_prediction = prediction
-                self._model_steps += 1
-                self._recent_probabilities.append(
-                    np.array([prediction.probabilities[label] for label in self._labels], np.float32))
+            self._sentence.extend(emitted)
             self._count_frame(time.monotonic())
-            self._snapshot = self._make_snapshot(buffer_fill)
+            self._snapshot = self._make_snapshot(buffer_fill, steps)
             return self._snapshot
 
     # --- helpers, called with self._lock held -------------------------------------------------
-    def _forget_stream(self) -> None:
-        self._recent_probabilities.clear()
-        self._frame_times.clear()
-        self._last_prediction = None
-        self._previous_shown = UNSURE
-        self._model_steps = 0
-
     def _count_frame(self, now: float) -> None:
         self._frame_times.append(now)
         while self._frame_times and self._frame_times[0] < now - FPS_WINDOW_SECONDS:
@@ -156,41 +150,23 @@ class LiveSession:
         elapsed = self._frame_times[-1] - self._frame_times[0]
         return (len(self._frame_times) - 1) / elapsed if elapsed > 0 else 0.0
 
-    def _add_to_history(self, sign: str, confidence: float, now: float) -> None:
-        if self._last_added is not None:
-            last_sign, added_at = self._last_added
-            if sign == last_sign and now - added_at < self._repeat_after_seconds:
-                return
-        self._history.appendleft((time.strftime("%H:%M:%S"), sign, confidence))
-        self._last_added = (sign, now)
-
-    def _make_snapshot(self, buffer_fill: float) -> LiveSnapshot:
+    def _make_snapshot(self, buffer_fill: float, steps: int) -> LiveSnapshot:
         top: list[tuple[str, float]] = []
-        shown, confidence = UNSURE, 0.0
-        if self._recent_probabilities:
-            recent = list(self._recent_probabilities)[-self._smoothing_steps:]
-            smoothed = prediction_from_probabilities(np.mean(recent, axis=0), self._labels, self._top_k)
-            top = smoothed.top
-            confidence = smoothed.top[0][1]
-            if confidence >= self._confidence_threshold:
-                shown = smoothed.label
-        if shown != self._previous_shown and shown != UNSURE:
-            self._add_to_history(shown, confidence, time.monotonic())
-        self._previous_shown = shown
-        return LiveSnapshot(top=top, shown_sign=shown, confidence=confidence, buffer_fill=buffer_fill,
-                            frames_per_second=self._frames_per_second(), model_steps=self._model_steps,
-                            history=list(self._history), confidence_threshold=self._confidence_threshold)
+        if self._spotter.smoothed is not None:
+            top = prediction_from_probabilities(self._spotter.smoothed, self._labels, self._top_k).top
+        current, confidence = self._spotter.current
+        return LiveSnapshot(top=top, current_sign=current, confidence=confidence, buffer_fill=buffer_fill,
+                            frames_per_second=self._frames_per_second(), model_steps=steps,
+                            sentence=list(self._sentence), threshold=self._spotting.threshold)
 
 
 def draw_overlay(frame_bgr: np.ndarray, snapshot: LiveSnapshot) -> np.ndarray:
-    """The frame with the shown sign and a confidence bar drawn on a dark band at its top (a copy)."""
+    """The frame with the current state and a confidence bar drawn on a dark band at its top (a copy)."""
     if not snapshot.top:
         return draw_prediction_band(frame_bgr, f"warming up {snapshot.buffer_fill:.0%}", snapshot.buffer_fill,
                                     (200, 200, 200))
-    if snapshot.shown_sign == UNSURE:
-        # OpenCV's fonts are ASCII only: "..." stands for the page's "…".
-        text, colour = f"... ({snapshot.top[0][0]}?)", (0, 165, 255)
-    else:
-        text, colour = snapshot.shown_sign, (80, 200, 80)
-    # The threshold as a tick on the bar.
-    return draw_prediction_band(frame_bgr, text, snapshot.confidence, colour, tick=snapshot.confidence_threshold)
+    if snapshot.current_sign is None:
+        return draw_prediction_band(frame_bgr, NO_SIGN, snapshot.top[0][1], (160, 160, 160), tick=snapshot.threshold)
+    # OpenCV's fonts are ASCII only: sign names are ASCII in the built-in vocabulary; others show as "?".
+    text = snapshot.current_sign.encode("ascii", "replace").decode()
+    return draw_prediction_band(frame_bgr, text, snapshot.confidence, (80, 200, 80), tick=snapshot.threshold)

@@ -1,35 +1,40 @@
-"""Clips through the shared model: uploaded bytes or files on disk -> top-k and the frames it saw.
+"""Clips through the shared model: uploaded bytes or files on disk -> top-k, the signs made, the frames seen.
 
 Usage:
     from app.recognition import recognise_video_bytes, upload_problem
     problem = upload_problem("clip.mp4", size_bytes, max_upload_mb=50)   # None when acceptable
-    result = recognise_video_bytes(shared, "clip.mp4", data, min_frames=8, top_k=3)
-    result.prediction.top, result.frames      # [(sign, probability)], (seq_len, H, W, 3) uint8 RGB
+    result = recognise_video_bytes(shared, "clip.mp4", data, top_k=3, spotting=SpottingSettings())
+    result.prediction.top, result.signs, result.frames   # centred window's top-k, signs made, sampled frames
 
-Sampling, preprocessing and the model are the library's (the two steps of
-`stages.lib.served.predict_video`), so an uploaded clip is seen exactly as the
-training clips were.
+Sampling, preprocessing and the model are the library's: the clip is sampled
+with the model card's rule (rate, minimum frames, longest clip: exactly what
+the sample stage refuses is refused here), its centred window classified
+(`stages.lib.served.classify_clip_frames`), and its frames pushed through the
+live path and the sign spotter, one clock tick each, for the signs in a
+longer video.
 """
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from app.state import SharedModel
-from stages.lib.served import Prediction, classify_frames
+from stages.lib.served import Prediction, ServedBundle, classify_clip_frames
+from stages.lib.streaming import SignSpotter, SpottedSign, SpottingSettings, StreamingRecognizer
 from stages.lib.video import VIDEO_EXTENSIONS, ClipRefused, is_video_file, sample_video
 
-ENGINES = {"TFLite (fast)": True, "Keras (reference graph)": False}   # label -> predict_video(fast=...)
+ENGINES = {"TFLite (fast)": True, "Keras (reference graph)": False}   # label -> classify_clip_frames(fast=...)
 
 
 @dataclass(frozen=True)
 class Recognition:
-    prediction: Prediction | None     # None when the clip was refused
-    frames: np.ndarray | None         # (seq_len, H, W, 3) uint8 RGB: what the model saw
+    prediction: Prediction | None     # the centred window's; None when the clip was refused
+    frames: np.ndarray | None         # (sampled frames, H, W, 3) uint8 RGB at the model's rate: what it saw
+    signs: list[SpottedSign] = field(default_factory=list)   # the signs made, as the live path spots them
     problem: str = ""                 # why the clip was refused, for the user
 
 
@@ -51,27 +56,39 @@ def upload_problem(file_name: str, size_bytes: int, max_upload_mb: int) -> str |
     return None
 
 
-def recognise_video_file(shared: SharedModel, video_path: str | Path, min_frames: int, top_k: int,
+def spot_sampled_frames(bundle: ServedBundle, frames: np.ndarray, spotting: SpottingSettings) -> list[SpottedSign]:
+    """The live path over frames already at the model's rate (one clock tick each), then the spotter."""
+    recognizer = StreamingRecognizer(bundle)
+    spotter = SignSpotter(bundle.labels, bundle.no_sign_label, spotting, bundle.window_seconds)
+    for index, frame in enumerate(frames):
+        recognizer.push_prepared_frame(frame)
+        if recognizer.stepped:
+            spotter.update(recognizer.latest_probabilities, index / bundle.sample_fps)
+    return spotter.finish()
+
+
+def recognise_video_file(shared: SharedModel, video_path: str | Path, top_k: int, spotting: SpottingSettings,
                          fast: bool = True) -> Recognition:
     """A clip on disk through the model; a refused clip gives its reason, never an exception.
 
-    `predict_video`'s two steps (sample, classify), so that only the model call holds the shared lock:
+    Sampling happens outside the shared lock and only the model calls hold it:
     decoding a long upload must not stall the webcam streams of other sessions
     (streamlit-webrtc gives up on a frame callback after 10 s).
     """
     bundle = shared.bundle
     try:
-        clip = sample_video(video_path, bundle.seq_len, bundle.image_size, min_frames=min_frames)
+        clip = sample_video(video_path, bundle.sampling)
         with shared.lock:  # the bundle's interpreters and graph serve one thread at a time
-            prediction = classify_frames(bundle, clip.frames, top_k, fast)
+            prediction = classify_clip_frames(bundle, clip.frames, top_k, fast)
+            signs = spot_sampled_frames(bundle, clip.frames, spotting)
     except ClipRefused as refusal:
-        return Recognition(None, None, f"This clip cannot be used: {refusal}.")
+        return Recognition(None, None, problem=f"This clip cannot be used: {refusal}.")
     except Exception as error:  # a decoder error the library did not foresee: still no traceback
-        return Recognition(None, None, f"This clip could not be read ({type(error).__name__}: {error}).")
-    return Recognition(prediction, clip.frames)
+        return Recognition(None, None, problem=f"This clip could not be read ({type(error).__name__}: {error}).")
+    return Recognition(prediction, clip.frames, signs)
 
 
-def recognise_video_bytes(shared: SharedModel, file_name: str, data: bytes, min_frames: int, top_k: int,
+def recognise_video_bytes(shared: SharedModel, file_name: str, data: bytes, top_k: int, spotting: SpottingSettings,
                           fast: bool = True) -> Recognition:
     """Uploaded bytes through the model, via a temporary file (OpenCV decodes files, not buffers)."""
     suffix = Path(file_name).suffix.lower()
@@ -79,6 +96,6 @@ def recognise_video_bytes(shared: SharedModel, file_name: str, data: bytes, min_
     try:
         with os.fdopen(handle, "wb") as temporary_file:
             temporary_file.write(data)
-        return recognise_video_file(shared, temporary_path, min_frames, top_k, fast)
+        return recognise_video_file(shared, temporary_path, top_k, spotting, fast)
     finally:
         os.unlink(temporary_path)

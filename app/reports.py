@@ -108,18 +108,32 @@ def experiment_row(entry: dict) -> dict[str, Any]:
     row: dict[str, Any] = {"experiment": entry.get("name") or short_revision,
                            "created": (data.get("timestamp") or "")[:19]}
     # The evaluate stage's headline file (reports/metrics.json) first, then e.g. reports/train/metrics.json.
+    metrics: dict[str, Any] = {}
     for file_name, content in sorted((data.get("metrics") or {}).items(), key=lambda item: item[0].count("/")):
         if Path(file_name).name != HEADLINE_METRICS_FILE or not isinstance(content, dict):
             continue
         prefix = "" if Path(file_name).parent.name == "reports" else f"{Path(file_name).parent.name}."
         for key, value in flatten(content.get("data") or {}).items():
             if is_number(value):
-                row[prefix + key] = value
+                metrics[prefix + key] = value
+    # Validation first: experiments are picked on it; test figures are for the final report.
+    row.update(sorted(metrics.items(), key=lambda item: metric_order(item[0])))
     for content in (data.get("params") or {}).values():
         for key, value in flatten((content or {}).get("data") or {}).items():
             if not key.startswith(("paths.", "app.")):
                 row["param " + key] = value
     return row
+
+
+def metric_order(name: str) -> int:
+    """Where a metric column goes: validation figures, then training curves' last values, then test, then the rest."""
+    if name.startswith("val_") or ".val_" in name or "eval." in name:
+        return 0
+    if name.startswith("train."):
+        return 1
+    if name.startswith(("test_", "stream_")):
+        return 2
+    return 3
 
 
 def experiment_rows(shown: list) -> list[dict[str, Any]]:

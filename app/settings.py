@@ -31,8 +31,7 @@ RTC_SECRETS_KEY = "rtc_configuration"
 DEFAULT_RTC_CONFIGURATION: dict[str, Any] = {"iceServers": []}
 
 # Defaults for an `app:` section missing from an older params.yaml (values as in params.yaml).
-DEFAULT_APP_SETTINGS = {"max_upload_mb": 50, "smoothing_steps": 3, "confidence_threshold": 0.5,
-                        "history_length": 8, "gallery_clips": 6}
+DEFAULT_APP_SETTINGS = {"max_upload_mb": 50, "sentence_length": 12, "gallery_clips": 6}
 
 
 @dataclass(frozen=True)
@@ -59,11 +58,6 @@ class AppSettings:
     @property
     def max_upload_mb(self) -> int:
         return int(self.app_setting("max_upload_mb"))
-
-    @property
-    def min_frames(self) -> int:
-        """Clips shorter than this are refused, exactly as the sample stage refuses them."""
-        return int(self.params.get("sample", {}).get("min_frames", 1))
 
     @property
     def top_k(self) -> int:

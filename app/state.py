@@ -69,8 +69,8 @@ def show_no_model(settings: AppSettings) -> None:
     """The friendly state before the pipeline has produced a model."""
     st.info(
         f"No trained model yet: nothing served under `{settings.relative(settings.models_dir)}/`.\n\n"
-        "Run `dvc repro` in the repository first (about half an hour on two CPU cores at the "
-        "defaults), then reload this page.",
+        "Run `dvc repro` in the repository first (a few minutes on two CPU cores at the "
+        "defaults; the README quotes measured times), then reload this page.",
         icon=":material/build:",
     )
 

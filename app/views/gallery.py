@@ -17,10 +17,12 @@ import streamlit as st
 from app.recognition import recognise_video_file
 from app.settings import AppSettings, load_settings
 from app.state import SharedModel, current_model
-from stages.lib.video import ClipRefused, sample_video
+from stages.lib.streaming import SpottingSettings
+from stages.lib.video import ClipRefused, Sampling, sample_clip
 
 RESULTS_KEY = "gallery_results"       # st.session_state: {(model, clip path): Recognition}, kept across reruns
 THUMBNAIL_PIXELS = 160
+THUMBNAIL_SAMPLING_FPS = 2.0          # a thumbnail needs only the middle frame: decode few
 COLUMNS = 3
 
 
@@ -38,14 +40,15 @@ def gallery_clips(index_csv: Path, count: int) -> pd.DataFrame:
 def thumbnail(clip_path: str, modified_ns: int):
     """The clip's middle frame, through the library's sampling (one frame over the whole clip)."""
     try:
-        return sample_video(clip_path, seq_len=1, image_size=THUMBNAIL_PIXELS).frames[0]
+        frames = sample_clip(clip_path, Sampling(fps=THUMBNAIL_SAMPLING_FPS, image_size=THUMBNAIL_PIXELS)).frames
+        return frames[len(frames) // 2]
     except ClipRefused:
         return None
 
 
 def recognise(shared: SharedModel, settings: AppSettings, clip_path: Path) -> None:
     st.session_state.setdefault(RESULTS_KEY, {})[result_key(shared, clip_path)] = recognise_video_file(
-        shared, clip_path, min_frames=settings.min_frames, top_k=settings.top_k)
+        shared, clip_path, top_k=settings.top_k, spotting=SpottingSettings.from_params(settings.params["spotting"]))
 
 
 def result_key(shared: SharedModel, clip_path: Path) -> tuple[str, str]:

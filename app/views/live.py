@@ -1,13 +1,15 @@
-"""Page "Live": webcam signs recognised as they happen, through streamlit-webrtc.
+"""Page "Live": webcam signs recognised as they happen, and the sentence they make, through streamlit-webrtc.
 
 Usage:
     streamlit run app/streamlit_app.py        # then "Live", and START under the video
 
 The browser sends the camera over WebRTC; each frame arrives in
 `video_frame_callback` in streamlit-webrtc's frame thread, goes through this
-session's `LiveSession` (the library's streaming path), and comes back with the
-sign and a confidence bar drawn on it. Beside the video, a loop in the script
-thread shows the current top-3 as text, frames/s and the history. Slow frames
+session's `LiveSession` (the library's live path and sign spotter), and comes
+back with the current state and a confidence bar drawn on it. Beside the
+video, a loop in the script thread shows the sentence (the signs made,
+newest last, with a Clear button), the current state (no sign, or the sign
+being recognised and its confidence), the top-3, and frames/s. Slow frames
 are dropped by streamlit-webrtc (async processing keeps only the newest
 waiting frame); this page adds no queue of its own.
 """
@@ -20,13 +22,16 @@ import av
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-from app.live_session import MAX_SMOOTHING_STEPS, UNSURE, LiveSession, LiveSnapshot, draw_overlay
+from app.live_session import LiveSession, LiveSnapshot, draw_overlay
 from app.settings import RTC_SECRETS_KEY, AppSettings, load_settings, rtc_configuration
 from app.state import SharedModel, current_model
+from stages.lib.streaming import SpottingSettings
 
 LOGGER = logging.getLogger(__name__)
 LIVE_SESSION_KEY = "live_session"      # st.session_state: this browser session's LiveSession
-TOP3_CONTAINER_KEY = "live_top3"       # the top-3 text's container; CSS class st-key-live_top3
+TOP3_CONTAINER_KEY = "live_top3"       # the state and top-3 text's container; CSS class st-key-live_top3
+SENTENCE_CONTAINER_KEY = "live_sentence"   # the sentence's container; CSS class st-key-live_sentence
+MAX_SMOOTHING_STEPS = 10               # the slider's upper end: 1 s of model steps at 10 steps/s
 REFRESH_SECONDS = 0.1                  # how often the text beside the video is redrawn while playing
 # Ask the camera for a modest size: every frame is letterboxed and shrunk to the model's input anyway.
 MEDIA_STREAM_CONSTRAINTS = {"video": {"width": {"ideal": 640}, "height": {"ideal": 480}}, "audio": False}
@@ -70,24 +75,29 @@ def session_for_model(shared: SharedModel, settings: AppSettings) -> LiveSession
     """This browser session's LiveSession, new when the model changed (one recognizer per session)."""
     live_session = st.session_state.get(LIVE_SESSION_KEY)
     if live_session is None or live_session.shared_model is not shared:
-        live_session = LiveSession(shared, top_k=settings.top_k,
-                                   smoothing_steps=settings.app_setting("smoothing_steps"),
-                                   confidence_threshold=settings.app_setting("confidence_threshold"),
-                                   history_length=settings.app_setting("history_length"))
+        live_session = LiveSession(shared, SpottingSettings.from_params(settings.params["spotting"]),
+                                   top_k=settings.top_k, sentence_length=settings.app_setting("sentence_length"))
         st.session_state[LIVE_SESSION_KEY] = live_session
     return live_session
 
 
 def top3_markdown(snapshot: LiveSnapshot) -> str:
-    """The current recognition as text: what screen readers read and the browser test checks."""
+    """The current state and top-3 as text: what screen readers read and the browser test checks."""
     if not snapshot.top:
-        return f"**Now:** {UNSURE}\n\nFilling the buffer: {snapshot.buffer_fill:.0%} of the frames the model needs."
-    lines = [f"**Now:** {snapshot.shown_sign}" + (f" ({snapshot.confidence:.0%})" if snapshot.shown_sign != UNSURE
-                                                   else f" (below {snapshot.confidence_threshold:.0%})"),
-             "", "**Top 3**", ""]
+        return f"**Now:** waiting\n\nFilling the buffer: {snapshot.buffer_fill:.0%} of the frames the model needs."
+    now = (f"**Now:** {snapshot.current_sign} ({snapshot.confidence:.0%})" if snapshot.current_sign
+           else f"**Now:** {snapshot.state}")
+    lines = [now, "", "**Top 3**", ""]
     # An escaped "1." stays text: as a markdown list, the rank would be a list marker outside the text.
     lines += [f"{rank}\\. {sign} — {probability:.0%}  " for rank, (sign, probability) in enumerate(snapshot.top, 1)]
     return "\n".join(lines)
+
+
+def sentence_markdown(snapshot: LiveSnapshot) -> str:
+    """The signs made so far, oldest first, on one line: the sentence."""
+    if not snapshot.sentence:
+        return "_No sign made yet._"
+    return "**Sentence:** " + " · ".join(sign.sign for sign in snapshot.sentence)
 
 
 def status_markdown(snapshot: LiveSnapshot, playing: bool) -> str:
@@ -96,16 +106,10 @@ def status_markdown(snapshot: LiveSnapshot, playing: bool) -> str:
     return f"Processing **{snapshot.frames_per_second:.1f} frames/s** · {snapshot.model_steps} model steps"
 
 
-def history_markdown(snapshot: LiveSnapshot) -> str:
-    if not snapshot.history:
-        return "_No sign recognised yet._"
-    return "\n".join(f"- {clock} **{sign}** ({confidence:.0%})" for clock, sign, confidence in snapshot.history)
-
-
 def show_snapshot(placeholders: dict, snapshot: LiveSnapshot, playing: bool) -> None:
+    placeholders["sentence"].markdown(sentence_markdown(snapshot))
     placeholders["top3"].markdown(top3_markdown(snapshot))
     placeholders["status"].markdown(status_markdown(snapshot, playing))
-    placeholders["history"].markdown(history_markdown(snapshot))
 
 
 def render() -> None:
@@ -121,15 +125,19 @@ def render() -> None:
         configuration, configuration_source = {"iceServers": []}, "default after an error"
     live_session = session_for_model(shared, settings)
 
-    smoothing_column, threshold_column, reset_column = st.columns([2, 2, 1], vertical_alignment="bottom")
+    spotting = settings.params["spotting"]
+    smoothing_column, threshold_column, clear_column, reset_column = st.columns([2, 2, 1, 1],
+                                                                                vertical_alignment="bottom")
     smoothing_steps = smoothing_column.slider(
-        "Smoothing (model steps averaged)", 1, MAX_SMOOTHING_STEPS, settings.app_setting("smoothing_steps"),
+        "Smoothing (model steps averaged)", 1, MAX_SMOOTHING_STEPS, int(spotting["smoothing_steps"]),
         help="Average the probabilities over this many recent model steps: steadier, but slower to change.")
-    confidence_threshold = threshold_column.slider(
-        "Confidence threshold", 0.0, 1.0, float(settings.app_setting("confidence_threshold")), 0.05,
-        help=f"Below this probability the page shows {UNSURE} instead of a sign.")
-    live_session.update_settings(smoothing_steps, confidence_threshold)
-    if reset_column.button("Reset", help="Empty the frame buffer and the history."):
+    threshold = threshold_column.slider(
+        "Confidence threshold", 0.0, 1.0, float(spotting["threshold"]), 0.05,
+        help="A sign must reach this smoothed probability, and hold it, before it joins the sentence.")
+    live_session.update_settings(smoothing_steps, threshold)
+    if clear_column.button("Clear", help="Empty the sentence."):
+        live_session.clear_sentence()
+    if reset_column.button("Reset", help="Empty the frame buffer and the sentence."):
         live_session.request_reset()
 
     video_column, text_column = st.columns([3, 2])
@@ -143,16 +151,18 @@ def render() -> None:
             async_processing=True,   # frames arriving while one is processed are dropped, not queued
         )
         bundle = shared.bundle
-        st.caption(f"{len(bundle.labels)} signs · {bundle.seq_len} frames at {bundle.sample_fps:.1f} frames/s "
-                   f"(≈{bundle.seq_len / bundle.sample_fps:.1f} s of signing per prediction) · "
+        no_sign = (f"no-sign class `{bundle.no_sign_label}`" if bundle.no_sign_label
+                   else "no no-sign class: a sign is always named")
+        st.caption(f"{len(bundle.labels)} classes ({no_sign}) · windows of {bundle.seq_len} frames at "
+                   f"{bundle.sample_fps:g} frames/s (≈{bundle.window_seconds:.1f} s of signing per prediction) · "
                    f"WebRTC: {configuration_source}")
     with text_column:
+        with st.container(key=SENTENCE_CONTAINER_KEY):
+            sentence = st.empty()
         with st.container(key=TOP3_CONTAINER_KEY):
             top3 = st.empty()
         status = st.empty()
-        st.markdown("**Recent signs**")
-        history = st.empty()
-    placeholders = {"top3": top3, "status": status, "history": history}
+    placeholders = {"sentence": sentence, "top3": top3, "status": status}
 
     show_snapshot(placeholders, live_session.snapshot(), context.state.playing)
     # The usual streamlit-webrtc pattern: while the stream plays, this script run keeps

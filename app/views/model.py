@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app.reports import read_json
+from app.reports import is_number, metric_order, read_json
 from app.settings import AppSettings, load_settings
 from app.state import available_models, select_model, selected_model_path, show_no_model
 from stages.lib.served import load_bundle
@@ -40,29 +40,36 @@ def show_card(settings: AppSettings, model_path: Path) -> None:
     card = load_bundle(model_path).card          # reads the card only; the model itself loads elsewhere
     size_column, frames_column, rate_column, classes_column = st.columns(4)
     size_column.metric("Image size", f"{card['image_size']} px")
-    frames_column.metric("Frames per clip", card["seq_len"])
-    rate_column.metric("Sampling rate", f"{float(card['sample_fps']):.2f} frames/s")
-    classes_column.metric("Signs", len(card["labels"]))
+    frames_column.metric("Window", f"{card['seq_len']} frames", f"{card['window_seconds']:.1f} s",
+                         delta_color="off", delta_arrow="off")
+    rate_column.metric("Sampling rate", f"{float(card['sample_fps']):g} frames/s")
+    classes_column.metric("Classes", len(card["labels"]),
+                          f"no-sign: {card['no_sign_label']}" if card.get("no_sign_label") else "no no-sign class",
+                          delta_color="off", delta_arrow="off")
     st.markdown("**Labels** (output order): " + ", ".join(f"`{label}`" for label in card["labels"]))
     st.caption(" · ".join(f"{name}: {card[key]}" for name, key in
                           (("backbone", "backbone"), ("weights", "weights_source"),
                            ("trained in", "precision_policy_trained"), ("colour order", "color_order"))
                           if key in card))
     metrics, source = evaluation_metrics_for(settings, model_path, card)
-    st.subheader("Test metrics")
+    st.subheader("Validation and test metrics")
     if metrics is None:
-        st.caption("No test metrics for this model (the evaluate stage scores the pipeline's model).")
+        st.caption("No metrics for this model (the evaluate stage scores the pipeline's model).")
     else:
-        headline = {key: value for key, value in metrics.items() if key.startswith("test_") or key.startswith("num_")}
-        st.dataframe(pd.DataFrame(list(headline.items()), columns=["figure", "value"]), hide_index=True)
+        headline = sorted(((key, value) for key, value in metrics.items() if is_number(value)
+                           and key.startswith(("val_", "test_", "stream_", "num_"))),
+                          key=lambda item: metric_order(item[0]))
+        st.dataframe(pd.DataFrame(headline, columns=["figure", "value"]), hide_index=True)
         st.caption(f"From {source}.")
-    params_column, finetune_column = st.columns(2)
+    params_column, durations_column = st.columns(2)
     with params_column:
         st.subheader("Training params")
         st.json(card.get("train_params", {}))
-    with finetune_column:
-        st.subheader("Fine-tuning params")
-        st.json(card.get("finetune_params", {}))
+    with durations_column:
+        st.subheader("Training clips")
+        st.caption("How long the training clips are at the sampling rate, and the share the window holds whole.")
+        st.json(card.get("train_clip_durations", {}))
+        st.caption("Fine-tuned end to end: " + ("yes" if card.get("finetuned") else "no"))
     with st.expander("Whole card"):
         st.json(card)
 

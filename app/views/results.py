@@ -27,16 +27,27 @@ def cached_experiments(root: str):
     return dvc_experiments(Path(root))
 
 
-def show_headline_metrics(settings: AppSettings, metrics: dict) -> None:
+def metric_row(settings: AppSettings, metrics: dict, prefix: str, stream_prefix: str) -> None:
+    """One row of headline figures for a split: clips, then continuous streams."""
     top_k = settings.top_k
-    figures = [("Test accuracy", metrics.get("test_accuracy"), "{:.1%}"),
-               (f"Top-{top_k} accuracy", metrics.get(f"test_top{top_k}_accuracy"), "{:.1%}"),
-               ("Macro F1", metrics.get("test_macro_f1"), "{:.3f}"),
-               ("Test clips", metrics.get("num_test_clips"), "{}"),
-               ("Classes", metrics.get("num_classes"), "{}")]
+    figures = [("Accuracy", metrics.get(f"{prefix}accuracy"), "{:.1%}"),
+               (f"Top-{top_k} accuracy", metrics.get(f"{prefix}top{top_k}_accuracy"), "{:.1%}"),
+               ("Macro F1", metrics.get(f"{prefix}macro_f1"), "{:.3f}"),
+               ("Clips", metrics.get(f"num_{prefix}clips"), "{}"),
+               ("Stream sign error rate", metrics.get(f"{stream_prefix}sign_error_rate"), "{:.1%}"),
+               ("False signs / idle minute", metrics.get(f"{stream_prefix}false_signs_per_minute"), "{:.2f}"),
+               ("Median latency", metrics.get(f"{stream_prefix}latency_seconds_median"), "{:.2f} s")]
     for column, (label, value, pattern) in zip(st.columns(len(figures)), figures):
         column.metric(label, pattern.format(value) if value is not None else "–")
-    details = [f"backbone weights: {metrics['backbone_weights']}" if "backbone_weights" in metrics else "",
+
+
+def show_headline_metrics(settings: AppSettings, metrics: dict) -> None:
+    st.markdown("**Validation** (pick experiments by these)")
+    metric_row(settings, metrics, "val_", "val_stream_")
+    st.markdown("**Test** (held out for the final report: never tune on it)")
+    metric_row(settings, metrics, "test_", "stream_")
+    details = [f"{metrics['num_classes']} classes" if "num_classes" in metrics else "",
+               f"backbone weights: {metrics['backbone_weights']}" if "backbone_weights" in metrics else "",
                f"fine-tuned end to end: {metrics['finetune_enabled']}" if "finetune_enabled" in metrics else "",
                f"precision: {metrics['precision_policy']}" if "precision_policy" in metrics else ""]
     st.caption(" · ".join(detail for detail in details if detail))
@@ -102,6 +113,13 @@ def render() -> None:
             st.caption(f"`{settings.relative(settings.path('per_class'))}` not found.")
         else:
             st.dataframe(per_class, hide_index=True)
+
+    timeline = settings.path("stream_timeline_png") if "stream_timeline_png" in settings.params["paths"] else None
+    if timeline is not None and timeline.exists():
+        st.subheader("A continuous test stream")
+        st.image(str(timeline))
+        st.caption("Each sign's probability over a stream of held-out signers; true signs shaded, the signs the "
+                   "spotter emitted as vertical lines, the threshold dashed.")
 
     st.subheader("Training curves")
     shown_head = show_curves("Head on cached embeddings", settings.path("train_logs") / "plots" / "metrics", settings)

@@ -1,11 +1,14 @@
-"""Page "Upload": one video file -> preview, the frames the model saw, and its top-3.
+"""Page "Upload": one video file -> preview, its top-3, the signs made in it, and the frames the model saw.
 
 Usage:
     streamlit run app/streamlit_app.py        # then "Upload" and drop a .mp4/.avi/.mov/.webm
 
-The clip is sampled exactly as training clips were (the library's
-`predict_video`); a clip the library refuses (corrupt, too short, not a video)
-gets its reason as a message, never a traceback.
+The clip is sampled exactly as training clips were (the model card's rule:
+rate, minimum frames, longest clip), its centred window classified with the
+engine chosen (TFLite parts, or the Keras full graph), and its frames passed
+through the live path's TFLite engines and sign spotter for the signs a
+longer video holds. A clip the library refuses (corrupt, too short, too long,
+not a video) gets its reason as a message, never a traceback.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import streamlit as st
 from app.recognition import ENGINES, Recognition, accepted_extensions, recognise_video_bytes, upload_problem
 from app.settings import load_settings
 from app.state import current_model
+from stages.lib.streaming import SpottingSettings
 
 FRAME_THUMBNAIL_PIXELS = 96
 
@@ -30,11 +34,21 @@ def show_top_predictions(recognition: Recognition) -> None:
                           for rank, (sign, probability) in enumerate(prediction.top, 1)))
 
 
-def show_sampled_frames(recognition: Recognition) -> None:
-    frames = recognition.frames                                   # (seq_len, H, W, 3) uint8 RGB
-    st.markdown(f"**The {len(frames)} frames the model saw** (evenly spread over the clip, "
+def show_signs(recognition: Recognition) -> None:
+    """The signs the live path spots in the clip, in order, with their times (the no-sign state is never listed)."""
+    st.markdown("**Signs made in this video**")
+    if not recognition.signs:
+        st.markdown("_None held long enough above the threshold._")
+        return
+    st.markdown("\n".join(f"{index}. {sign.sign} — {sign.start:.1f}–{sign.end:.1f} s ({sign.confidence:.0%})"
+                          for index, sign in enumerate(recognition.signs, 1)))
+
+
+def show_sampled_frames(recognition: Recognition, sample_fps: float) -> None:
+    frames = recognition.frames                                   # (sampled frames, H, W, 3) uint8 RGB
+    st.markdown(f"**The {len(frames)} frames the model saw** ({sample_fps:g} per second of the clip, "
                 "letterboxed and resized as in training)")
-    st.image(list(frames), width=FRAME_THUMBNAIL_PIXELS, caption=[str(i + 1) for i in range(len(frames))])
+    st.image(list(frames), width=FRAME_THUMBNAIL_PIXELS, caption=[f"{i / sample_fps:.1f}s" for i in range(len(frames))])
 
 
 def render() -> None:
@@ -48,9 +62,11 @@ def render() -> None:
         type=accepted_extensions(), max_upload_size=settings.max_upload_mb)
     engine = st.radio("Engine", list(ENGINES), horizontal=True,
                       help="Both run the same served graph; TFLite is several times faster on a CPU.")
+    bundle = shared.bundle
     if uploaded is None:
-        st.caption("Any clip of one sign works; it is sampled to "
-                   f"{shared.bundle.seq_len} frames over its whole duration, as in training.")
+        limit = f"; at most {bundle.sampling.max_seconds:g} s" if bundle.sampling.max_seconds else ""
+        st.caption(f"A clip of one sign, or several with pauses{limit}. It is sampled at {bundle.sample_fps:g} "
+                   f"frames per second, as in training; the top 3 are of its middle {bundle.window_seconds:.1f} s.")
         return
     problem = upload_problem(uploaded.name, uploaded.size, settings.max_upload_mb)
     if problem:
@@ -58,8 +74,9 @@ def render() -> None:
         return
     data = uploaded.getvalue()
     with st.spinner("Recognising…"):
-        recognition = recognise_video_bytes(shared, uploaded.name, data, min_frames=settings.min_frames,
-                                            top_k=settings.top_k, fast=ENGINES[engine])
+        recognition = recognise_video_bytes(shared, uploaded.name, data, top_k=settings.top_k,
+                                            spotting=SpottingSettings.from_params(settings.params["spotting"]),
+                                            fast=ENGINES[engine])
     if recognition.prediction is None:
         st.error(recognition.problem)
         return
@@ -70,4 +87,5 @@ def render() -> None:
                    "the frames below are what counts).")
     with result_column:
         show_top_predictions(recognition)
-    show_sampled_frames(recognition)
+        show_signs(recognition)
+    show_sampled_frames(recognition, bundle.sample_fps)
