@@ -10,12 +10,13 @@ from dataclasses import replace
 import numpy as np
 
 from stages.generate import plan_clips
+from stages.lib.datasets import NO_SIGN_LABEL
 from stages.lib.synthetic import (IDLE_KINDS, REST_OTHER, SIGNS, STREAM_LEAD_SECONDS, TIME_REVERSED_PAIRS,
                                   StreamRecipe, Timeline, clip_timeline, draw_background, idle_clip_kind,
                                   idle_clip_timeline, idle_stream_timeline, make_signer, render_clip,
                                   render_idle_clip, render_timeline, rest_pose, sign_stream_timeline)
 
-SETTINGS = {"classes": 12, "signers": 10, "repetitions": 3, "val_signers": 2, "test_signers": 2}
+SETTINGS = {"classes": 12, "signers": 10, "repetitions": 3, "val_signers": 2, "test_signers": 2, "idle_clips": 4}
 FPS = 10
 # Within this distance (body units) a hand "is at" a point of a sign's path: below the extent
 # of the smallest sign (tap_head moves 0.08), so holding still near a sign never counts as it.
@@ -121,7 +122,9 @@ def test_split_holds_out_whole_signers():
     assert not signers_by_split["train"] & signers_by_split["val"]
     assert not signers_by_split["train"] & signers_by_split["test"]
     assert not signers_by_split["val"] & signers_by_split["test"]
-    assert len(rows) == 12 * 10 * 3
+    idle_rows = [r for r in rows if r["label"] == NO_SIGN_LABEL]
+    assert len(rows) == 12 * 10 * 3 + 10 * 4 and len(idle_rows) == 10 * 4
+    assert {r["signer"] for r in idle_rows} == {r["signer"] for r in rows}   # every split has "no sign"
 
 
 def test_every_sign_clip_begins_and_ends_at_rest():
