@@ -12,7 +12,7 @@ because a typo in `params.yaml` should never cost a half-hour run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -34,6 +34,8 @@ PRECISION_POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # MobileNetV2 needs at least 32 px (five stride-2 stages); larger than 512 only
 # costs time, so such a value is almost surely a typo.
 IMAGE_SIZE_RANGE = (32, 512)
+# An idle stream shorter than half a minute says too little about false alarms per minute.
+MIN_IDLE_STREAM_SECONDS = 30
 
 
 class ParamsError(ValueError):
@@ -80,16 +82,7 @@ def validate_params(params: dict[str, Any]) -> None:
                     f"weights file under {WEIGHTS_FOLDER}/ (DVC tracks that folder, so a replaced file re-runs "
                     "the stages that use it)")
     if "generate" in params:
-        generate = params["generate"]
-        for key in ("classes", "signers", "repetitions", "fps", "width", "height"):
-            require_int(generate, "generate", key, minimum=1)
-        require_int(generate, "generate", "val_signers", minimum=1)
-        require_int(generate, "generate", "test_signers", minimum=1)
-        if generate["val_signers"] + generate["test_signers"] >= generate["signers"]:
-            raise ParamsError(
-                "generate.val_signers + generate.test_signers must leave at least one "
-                f"training signer out of generate.signers={generate['signers']}"
-            )
+        validate_generate(params["generate"])
     if "sample" in params:
         # Cameras give 15-60 frames/s; a rate above the camera's only repeats frames.
         require_number(params["sample"], "sample", "fps", minimum=1.0, maximum=60.0)
@@ -129,6 +122,27 @@ def validate_params(params: dict[str, Any]) -> None:
         require_number(params["benchmark"], "benchmark", "clip_seconds", minimum=0.1, maximum=60.0)
     if "app" in params:
         validate_app(params["app"])
+
+
+def validate_generate(generate: dict) -> None:
+    """The synthetic dataset and streams (stages/generate.py)."""
+    for key in ("classes", "signers", "repetitions", "fps", "width", "height"):
+        require_int(generate, "generate", key, minimum=1)
+    require_int(generate, "generate", "val_signers", minimum=1)
+    require_int(generate, "generate", "test_signers", minimum=1)
+    if generate["val_signers"] + generate["test_signers"] >= generate["signers"]:
+        raise ParamsError(
+            "generate.val_signers + generate.test_signers must leave at least one "
+            f"training signer out of generate.signers={generate['signers']}"
+        )
+    for key in ("seconds", "idle_seconds"):
+        require_positive(generate, "generate", key)
+    require_ordered_pair(generate, "generate", "lead_seconds", require_number, minimum=0.0)
+    require_int(generate, "generate", "idle_clips", minimum=1)
+    require_int(generate, "generate", "streams_per_signer", minimum=1)
+    require_ordered_pair(generate, "generate", "signs_per_stream", require_int, minimum=1)
+    require_ordered_pair(generate, "generate", "gap_seconds", require_number, minimum=0.0)
+    require_number(generate, "generate", "idle_stream_seconds", minimum=MIN_IDLE_STREAM_SECONDS)
 
 
 def validate_spotting(spotting: dict) -> None:
@@ -192,6 +206,22 @@ def require_number(section: dict, section_name: str, key: str, minimum: float | 
         raise ParamsError(f"{section_name}.{key} must be a number, got {value!r}")
     check_range(value, section_name, key, minimum, maximum)
     return float(value)
+
+
+def require_positive(section: dict, section_name: str, key: str) -> float:
+    value = require_number(section, section_name, key)
+    if value <= 0:
+        raise ParamsError(f"{section_name}.{key} is {section[key]}; it must be more than 0")
+    return value
+
+
+def require_ordered_pair(section: dict, section_name: str, stem: str, require: Callable, minimum: float) -> None:
+    """`<stem>_min` and `<stem>_max` each at least `minimum`, and the first no more than the second."""
+    low = require(section, section_name, f"{stem}_min", minimum=minimum)
+    high = require(section, section_name, f"{stem}_max", minimum=minimum)
+    if low > high:
+        raise ParamsError(f"{section_name}.{stem}_min ({section[stem + '_min']}) must be at most "
+                          f"{section_name}.{stem}_max ({section[stem + '_max']})")
 
 
 def check_range(value: float, section_name: str, key: str, minimum, maximum) -> None:
