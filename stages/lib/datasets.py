@@ -37,7 +37,6 @@ from stages.lib.video import is_frame_image, is_video_file, list_frame_images
 # the model's "no sign" output. In a folder dataset, put idle recordings in a class folder of this name.
 NO_SIGN_LABEL = "_none"
 SYNTHETIC_INDEX = "index.csv"  # written by the generate stage: path,label,signer,split
-NO_SIGN_LABEL = "_none"  # reserved class: idle footage with no sign (generate's idle clips, or your own recordings)
 WLASL_VIDEOS_FOLDER = "videos"
 # LSA64 names every clip SSS_PPP_RRR: sign, signer and repetition, three digits each.
 LSA64_NAME = re.compile(r"^(?P<sign>\d{3})_(?P<signer>\d{3})_(?P<repetition>\d{3})$")
