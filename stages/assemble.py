@@ -80,8 +80,7 @@ def main() -> None:
     if status["enabled"]:
         encoder_tflite = convert_to_tflite(encoder, batch_shape)      # tuned weights: a new encoder
     else:
-        encoder_tflite = cached_tflite(encoder, frame_encoder_tflite_path(
-            Path(paths["embedding_cache"]), weights_source, image_size), batch_shape)
+        encoder_tflite = cached_tflite(encoder, frame_encoder_tflite_path(weights_source, image_size), batch_shape)
     model = build_full_model(encoder, head, int(head_card["seq_len"]))
     write_bundle(model, encoder_tflite, head, make_card(head_card, weights_source, status), paths)
     print(f"served model written to {paths['model']} ({'fine-tuned' if status['enabled'] else 'trained head'} on "

@@ -48,7 +48,7 @@ from stages.lib.machine import cpu_description
 from stages.lib.models import build_full_model, build_head
 from stages.lib.params import load_params
 from stages.lib.served import ServedBundle
-from stages.lib.storage import write_clip_columns, write_json, write_offsets
+from stages.lib.storage import append_rows, create_frames_dataset, write_clip_columns, write_json, write_offsets
 from stages.lib.streaming import StreamingRecognizer
 from stages.lib.synthetic import SIGNS, make_signer, render_clip
 from stages.lib.video import Sampling, prepare_frame
@@ -109,9 +109,8 @@ def rendered_clips(count: int, frames_per_clip: int, image_size: int) -> list[np
 
 def write_frames_file(path: Path, clips: list[np.ndarray]) -> None:
     """A frames file in the sample stage's flat layout, for the extraction pipeline to read."""
-    size = clips[0].shape[1]
     with h5py.File(path, "w") as handle:
-        handle.create_dataset("frames", data=np.concatenate(clips), chunks=(1, size, size, 3), compression="lzf")
+        append_rows(create_frames_dataset(handle, clips[0].shape[1]), np.concatenate(clips))
         write_offsets(handle, [len(clip) for clip in clips])
         names = [f"benchmark/{index}" for index in range(len(clips))]
         write_clip_columns(handle, {"paths": names, "labels": names, "splits": ["train"] * len(clips),
@@ -222,7 +221,7 @@ def main() -> None:
     num_classes = 12
     keras.utils.set_random_seed(0)
     encoder, weights_source = build_frame_encoder(image_size, params["backbone"]["weights"])
-    tflite_path = frame_encoder_tflite_path(Path(paths["embedding_cache"]), weights_source, image_size)
+    tflite_path = frame_encoder_tflite_path(weights_source, image_size)
     encoder_tflite = cached_tflite(encoder, tflite_path, (1, image_size, image_size, 3))
     head = build_head(seq_len, num_classes, settings["head_lstm_units"], dropout=0.3)
     model = build_full_model(encoder, head, seq_len)

@@ -16,8 +16,9 @@ written atomically. So a killed run (even SIGKILL) resumes where it stopped,
 adding clips to a dataset embeds only the new ones, and shards run on several
 machines fill caches that, copied together, assemble into the same file one
 run gives. Memory stays flat: one clip's frames at a time (plus a few read
-ahead). The converted TFLite encoder is cached too, by backbone weights and
-image size (`frame_encoder_tflite_path`), so the assemble stage reuses it.
+ahead). The converted TFLite encoder is cached too, machine-wide, by backbone
+weights, image size and converter version (`frame_encoder_tflite_path`), so
+the assemble stage serves the very file that computed the embeddings.
 
 A failure while reading the frames (a corrupt HDF5 chunk) stops the stage
 with the clip's path in the message, never a hang.
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     clip_count = len(read_offsets(frames_path)) - 1
     indices = [index for index in range(clip_count) if index % shard_count == shard_index]
     engine = make_frame_engine(encoder, params["extract"]["engine"], params["extract"]["batch_size"],
-                               tflite_cache=frame_encoder_tflite_path(cache_dir, weights_source, image_size))
+                               tflite_cache=frame_encoder_tflite_path(weights_source, image_size))
     try:
         fill = fill_cache(frames_path, indices, engine, cache_dir, digest)
         print(f"embedded {fill.embedded} clips, reused {fill.reused} from the cache ({engine.name})")

@@ -44,7 +44,7 @@ from tqdm import tqdm
 from stages.lib.datasets import FoundFile, discover
 from stages.lib.params import load_params
 from stages.lib.splits import SPLITS, assign_split
-from stages.lib.storage import atomic_path, write_clip_columns, write_offsets
+from stages.lib.storage import append_rows, atomic_path, create_frames_dataset, write_clip_columns, write_offsets
 from stages.lib.video import (COLOR_ORDER, PREPROCESSING_DESCRIPTION, ClipRefused, Sampling, refusal_kind,
                               sample_clip)
 
@@ -152,8 +152,7 @@ def write_frames_file(path: Path, results: Iterable[SampleResult], params: dict)
     """Stream usable clips into one HDF5 file at `path` as they arrive; return every manifest row.
 
     The frames dataset grows clip by clip, so memory does not grow with the
-    dataset. One chunk per frame: readers take whole clips, or single frames.
-    `path` should be a temporary one (see `write_outputs`).
+    dataset. `path` should be a temporary one (see `write_outputs`).
     """
     sampling = sampling_from_params(params)
     size = sampling.image_size
@@ -161,16 +160,12 @@ def write_frames_file(path: Path, results: Iterable[SampleResult], params: dict)
     usable_rows: list[dict] = []
     lengths: list[int] = []
     with h5py.File(path, "w") as handle:
-        frames = handle.create_dataset(
-            "frames", shape=(0, size, size, 3), dtype="uint8", maxshape=(None, size, size, 3),
-            chunks=(1, size, size, 3), compression="lzf", track_times=False)
+        frames = create_frames_dataset(handle, size)
         for result in results:
             rows.append(result.row)
             if result.frames is None:
                 continue
-            start = frames.shape[0]
-            frames.resize(start + len(result.frames), axis=0)
-            frames[start:] = result.frames                             # (clip frames, H, W, 3)
+            append_rows(frames, result.frames)                         # (clip frames, H, W, 3)
             usable_rows.append(result.row)
             lengths.append(len(result.frames))
         write_offsets(handle, lengths)

@@ -34,9 +34,10 @@ from stages.lib.embeddings import SplitClips, class_names, load_split
 from stages.lib.models import build_head
 from stages.lib.params import load_params
 from stages.lib.storage import read_attributes, write_json
-from stages.lib.windows import WindowJitter, centred_window, random_window
+from stages.lib.windows import WindowJitter, centred_window, random_window, window_indices
 
 VALIDATION_JITTERED_WINDOWS = 2   # per validation clip, besides the centred one: validation sees off-centre windows too
+EDGE_SHARE = 0.15                 # edge windows reach this share of a clip in from either end
 
 
 def seed_everything(seed: int) -> None:
@@ -54,18 +55,23 @@ class TrainingWindows(keras.utils.PyDataset):
     """
 
     def __init__(self, split: SplitClips, seq_len: int, batch_size: int, windows_per_clip: int,
-                 jitter: WindowJitter, seed: int, no_sign_index: int | None):
+                 jitter: WindowJitter, seed: int, no_sign_index: int | None, edge_windows: int = 0):
         super().__init__()
         self.split, self.seq_len, self.batch_size = split, seq_len, batch_size
         self.windows_per_clip, self.jitter, self.seed = windows_per_clip, jitter, seed
         self.no_sign_index = no_sign_index
+        # Per sign clip and epoch: windows cut from its rest lead-in or lead-out, labelled no sign.
+        self.edge_windows = edge_windows if no_sign_index is not None else 0
         self.epoch = 0
         self.plan_epoch()
 
     def plan_epoch(self) -> None:
         rng = np.random.default_rng([self.seed, self.epoch])
         clips = np.repeat(np.arange(len(self.split)), self.windows_per_clip)
-        self.order = rng.permutation(clips)
+        signs = np.flatnonzero(self.split.labels != self.no_sign_index)
+        edges = np.repeat(signs, self.edge_windows)
+        plan = np.concatenate([np.stack([clips, np.zeros_like(clips)], 1), np.stack([edges, np.ones_like(edges)], 1)])
+        self.order = plan[rng.permutation(len(plan))]                  # (windows, 2): clip index, is an edge window
         self.window_seeds = rng.integers(0, 2**63 - 1, size=len(self.order))
 
     def __len__(self) -> int:
@@ -74,10 +80,13 @@ class TrainingWindows(keras.utils.PyDataset):
     def __getitem__(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
         rows = slice(batch_index * self.batch_size, (batch_index + 1) * self.batch_size)
         windows, labels = [], []
-        for clip_index, window_seed in zip(self.order[rows], self.window_seeds[rows]):
+        for (clip_index, is_edge), window_seed in zip(self.order[rows], self.window_seeds[rows]):
             clip, label = self.split.clips[clip_index], self.split.labels[clip_index]
-            indices = random_window(len(clip), self.seq_len, np.random.default_rng(window_seed), self.jitter,
-                                    anywhere=label == self.no_sign_index)
+            rng = np.random.default_rng(window_seed)
+            if is_edge:
+                indices, label = edge_window(len(clip), self.seq_len, rng, self.jitter), self.no_sign_index
+            else:
+                indices = random_window(len(clip), self.seq_len, rng, self.jitter, anywhere=label == self.no_sign_index)
             windows.append(clip[indices])                                  # (seq_len, 1280)
             labels.append(label)
         return np.stack(windows), np.array(labels, np.int64)
@@ -85,6 +94,19 @@ class TrainingWindows(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.epoch += 1
         self.plan_epoch()
+
+
+def edge_window(length: int, seq_len: int, rng: np.random.Generator, jitter: WindowJitter) -> np.ndarray:
+    """A window ending in the clip's first EDGE_SHARE or starting in its last: mostly the person holding
+    still before or after the sign (the clip's own first or last frame repeated), plus a little rest."""
+    speed = rng.uniform(1.0 - jitter.speed, 1.0 + jitter.speed)
+    reach = EDGE_SHARE * (length - 1)
+    half = speed * (seq_len - 1) / 2.0
+    if rng.random() < 0.5:
+        centre = rng.uniform(0.0, reach) - half                         # the window's last frame in the lead-in
+    else:
+        centre = (length - 1) - rng.uniform(0.0, reach) + half          # its first frame in the lead-out
+    return window_indices(length, seq_len, centre, speed)
 
 
 def validation_windows(split: SplitClips, seq_len: int, jitter: WindowJitter, seed: int,

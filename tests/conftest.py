@@ -21,15 +21,20 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# A pipeline small enough for CI on two cores: 4 signs x 4 signers x 1 repetition,
-# 6 frames a clip at 64 px. Accuracy is not the point at this size; plumbing is.
+# A pipeline small enough for CI on two cores: 4 signs (+ the idle class) x 4 signers x 1
+# repetition, drawn at 10 frames/s (so every frame is sampled), windows of 8 frames at 64 px,
+# one short stream and one 30 s idle stream per evaluation signer. Accuracy is not the point
+# at this size; plumbing is.
 TINY_PARAMS = {
-    "base": {"seq_len": 6, "image_size": 64},
+    "base": {"seq_len": 8, "image_size": 64},
     "generate": {"classes": 4, "signers": 4, "repetitions": 1, "val_signers": 1, "test_signers": 1,
-                 "width": 96, "height": 72, "seconds": 0.8},
+                 "width": 96, "height": 72, "fps": 10, "seconds": 0.8, "idle_clips": 1, "idle_seconds": 2.0,
+                 "streams_per_signer": 1, "signs_per_stream_min": 2, "signs_per_stream_max": 3,
+                 "idle_stream_seconds": 30},
     "sample": {"min_frames": 3},
-    "train": {"epochs": 3, "patience": 2, "batch_size": 4, "lstm_units": 8},
-    "benchmark": {"repeats": 2, "live_steps": 10, "eager_steps": 2, "extract_clips": 2, "e2e_steps": 1},
+    "train": {"epochs": 3, "patience": 2, "batch_size": 8, "lstm_units": 8, "windows_per_clip": 2},
+    "benchmark": {"repeats": 2, "live_steps": 10, "eager_steps": 2, "extract_clips": 2, "e2e_steps": 1,
+                  "train_windows": 64, "head_lstm_units": 8, "head_batch_size": 8, "clip_seconds": 1.0},
 }
 
 
@@ -100,7 +105,7 @@ def make_workspace(root: Path) -> Path:
     params = deep_update(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), TINY_PARAMS)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copy(REPO_ROOT / ".gitignore", root / ".gitignore")
-    for folder in ("data", "features", "models", "reports"):
+    for folder in ("data", "data/weights", "features", "models", "reports"):
         (root / folder).mkdir()
         (root / folder / ".gitkeep").touch()
     run(["git", "init", "-q"], root)
@@ -119,13 +124,30 @@ def workspace(tmp_path: Path):
     return make_workspace(tmp_path / "repo")
 
 
+DVC = [sys.executable, "-m", "dvc"]
+FIRST_REPRO_LOG = "first_repro.log"      # beside the trained workspace: what its first `dvc repro` printed
+
+
 @pytest.fixture(scope="session")
 def trained_workspace(tmp_path_factory):
-    """A tiny pipeline run once through `dvc repro` with pretrained weights, shared read-only by tests."""
+    """A tiny pipeline run once through `dvc repro` with pretrained weights, then committed.
+
+    Shared by the whole session: the model tests read it, and the DVC tests run
+    experiments on it, each restoring this baseline afterwards (`restore_baseline`).
+    """
     root = make_workspace(tmp_path_factory.mktemp("trained") / "repo")
     set_params(root, {"backbone": {"weights": "imagenet"}, "train": {"epochs": 15, "lstm_units": 16}})
-    run([sys.executable, "-m", "dvc", "repro"], root)
+    first = run(DVC + ["repro"], root)
+    (root.parent / FIRST_REPRO_LOG).write_text(first.stdout)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "baseline results"], root)
     return root
+
+
+def restore_baseline(root: Path) -> None:
+    """Put the committed baseline back: params, lock and reports from git, outputs from the DVC cache."""
+    run(["git", "reset", "--hard", "-q"], root)
+    run(DVC + ["checkout", "--force", "-q"], root)
 
 
 def make_stage_workspace(root: Path, changes: dict | None = None) -> Path:

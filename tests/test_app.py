@@ -26,18 +26,14 @@ from tests.conftest import REPO_ROOT, write_video
 ENTRY = str(REPO_ROOT / "app" / "streamlit_app.py")
 TIMEOUT = 120            # seconds per AppTest run: the first one imports TensorFlow
 
-# The test model: four signs whose motions differ clearly, seen as 8 frames of 64 px.
+# The test model: four signs whose motions differ clearly and the idle class, seen as windows
+# of 8 frames at 64 px, 5 frames per second (so clips stay cheap to embed).
 APP_SIGNS = ("clap", "spread_hands", "tap_head", "wave")
 CAMERA_SIGN = "wave"            # the sign of the clip the tests upload and the fake camera plays
 CAMERA_SIGNER, CAMERA_REPETITION = 1, 2   # a training signer, a repetition the model never saw
-SEQ_LEN, IMAGE_SIZE = 8, 64
+SEQ_LEN, IMAGE_SIZE, SAMPLE_FPS = 8, 64, 5.0
 CLIP_FPS, CLIP_WIDTH, CLIP_HEIGHT, CLIP_SECONDS = 25, 128, 96, 1.2
 TRAIN_SIGNERS, TRAIN_REPETITIONS = 4, 2
-# A webcam never starts a window where a clip starts: the live ring buffer holds
-# `seq_len` frames from anywhere in a looping clip. Training windows taken at
-# random phases of each looped clip make the test model answer the same at any
-# phase, so the browser test can ask for a stable answer.
-LOOPED_WINDOWS_PER_CLIP = 6
 MIN_FRAMES = 4                  # sample.min_frames in the test root's params.yaml
 SEED = 42
 
@@ -53,70 +49,66 @@ class AppRoot:
 
 
 def render(sign_name: str, signer_index: int, repetition: int) -> np.ndarray:
-    """(frames, CLIP_HEIGHT, CLIP_WIDTH, 3) uint8 BGR of one synthetic clip."""
-    from stages.lib.synthetic import SIGNS, make_signer, render_clip
-    sign = next(sign for sign in SIGNS if sign.name == sign_name)
+    """(frames, CLIP_HEIGHT, CLIP_WIDTH, 3) uint8 BGR of one synthetic clip (or idle clip for `_none`)."""
+    from stages.lib.synthetic import SIGNS, make_signer, render_clip, render_idle_clip
     signer = make_signer(signer_index, SEED, CLIP_WIDTH, CLIP_HEIGHT)
+    if sign_name == "_none":
+        return render_idle_clip(signer, repetition, SEED, CLIP_FPS, 2.0)
+    sign = next(sign for sign in SIGNS if sign.name == sign_name)
     return render_clip(sign, signer, repetition, SEED, CLIP_FPS, CLIP_SECONDS)
 
 
-def training_windows(embeddings: np.ndarray, frames_per_sample: float, rng: np.random.Generator) -> list[np.ndarray]:
-    """The clip's evenly sampled window (as training samples it) plus windows at random phases of it looped."""
-    from stages.lib.video import sample_indices
-    windows = [embeddings[sample_indices(len(embeddings), SEQ_LEN)]]
-    for _ in range(LOOPED_WINDOWS_PER_CLIP):
-        start = rng.uniform(0, len(embeddings))
-        indices = np.floor(start + frames_per_sample * np.arange(SEQ_LEN)).astype(int) % len(embeddings)
-        windows.append(embeddings[indices])
-    return windows                                              # each (SEQ_LEN, 1280)
+def train_served_model(models_dir: Path, clips_dir: Path) -> list[str]:
+    """Train a head on synthetic clips with the library's own pieces and write the bundle the app loads.
 
-
-def train_served_model(models_dir: Path) -> list[str]:
-    """Train a head on synthetic clips and write the served bundle the app loads (~35 s on two cores).
-
-    Written by the finetune stage's own `export_bundle`, without the serving
-    exports (whole-graph TFLite, SavedModel: ~70 s more here, and no page uses them).
+    The clips are written as videos, sampled with the pipeline's rule, embedded
+    by the TFLite encoder, and the head trained on windows drawn anew each
+    epoch (the train stage's TrainingWindows); the bundle is written by the
+    assemble stage's `write_bundle`. About half a minute on two cores.
     """
     import keras
 
-    from stages.finetune import export_bundle
+    from stages.assemble import write_bundle
     from stages.lib.backbone import build_frame_encoder
+    from stages.lib.embeddings import SplitClips
     from stages.lib.engines import TFLiteFrameEngine, convert_to_tflite
     from stages.lib.models import build_full_model, build_head
     from stages.lib.served import make_card
-    from stages.lib.video import prepare_frame
+    from stages.lib.video import Sampling, sample_clip
+    from stages.lib.windows import WindowJitter
+    from stages.train import TrainingWindows
 
     keras.utils.set_random_seed(SEED)
-    labels = sorted(APP_SIGNS)
+    labels = sorted(APP_SIGNS + ("_none",))
+    sampling = Sampling(fps=SAMPLE_FPS, image_size=IMAGE_SIZE, min_frames=MIN_FRAMES, max_seconds=60)
     # Pretrained weights: random ones give near-constant features (see design.md).
     encoder, weights_source = build_frame_encoder(IMAGE_SIZE, "imagenet")
     encoder_tflite = convert_to_tflite(encoder, (1, IMAGE_SIZE, IMAGE_SIZE, 3))
-    clips = [(render(sign, signer, repetition), labels.index(sign)) for sign in labels
-             for signer in range(TRAIN_SIGNERS) for repetition in range(TRAIN_REPETITIONS)]
-    # As the sample stage defines it: seq_len frames over a typical clip's duration.
-    sample_fps = SEQ_LEN / float(np.mean([len(frames) / CLIP_FPS for frames, _ in clips]))
-    prepared = np.stack([prepare_frame(frame, IMAGE_SIZE) for frames, _ in clips for frame in frames])
-    embeddings = TFLiteFrameEngine(encoder_tflite).embed(prepared)               # (all frames, 1280)
-    rng = np.random.default_rng(SEED)
-    windows, targets, start = [], [], 0
-    for frames, label in clips:
-        clip_windows = training_windows(embeddings[start:start + len(frames)], CLIP_FPS / sample_fps, rng)
-        windows += clip_windows
-        targets += [label] * len(clip_windows)
-        start += len(frames)
-    train_params = {"lstm_units": 16, "dropout": 0.1, "learning_rate": 0.003, "batch_size": 32, "epochs": 30}
+    engine = TFLiteFrameEngine(encoder_tflite)
+    clips, targets = [], []
+    for sign in labels:
+        for signer in range(TRAIN_SIGNERS):
+            for repetition in range(TRAIN_REPETITIONS):
+                path = write_video(clips_dir / sign / f"{signer}_{repetition}.avi", render(sign, signer, repetition),
+                                   fps=CLIP_FPS)
+                clips.append(engine.embed(sample_clip(path, sampling).frames))      # (frames, 1280)
+                targets.append(labels.index(sign))
+    split = SplitClips(clips, np.array(targets), np.array([""] * len(clips)))
+    train_params = {"lstm_units": 16, "dropout": 0.1, "learning_rate": 0.003, "batch_size": 16, "epochs": 25,
+                    "windows_per_clip": 4, "position_jitter": 0.2, "speed_jitter": 0.15}
+    windows = TrainingWindows(split, SEQ_LEN, train_params["batch_size"], train_params["windows_per_clip"],
+                              WindowJitter(0.2, 0.15), SEED, labels.index("_none"))
     head = build_head(SEQ_LEN, len(labels), train_params["lstm_units"], train_params["dropout"])
-    head.compile(optimizer=keras.optimizers.Adam(train_params["learning_rate"]),
-                 loss="sparse_categorical_crossentropy")
-    head.fit(np.stack(windows), np.array(targets), epochs=train_params["epochs"],
-             batch_size=train_params["batch_size"], verbose=0)
-
-    card = make_card(labels, SEQ_LEN, IMAGE_SIZE, sample_fps, weights_source, train_params,
-                     finetune_params={"enabled": False}, precision_policy_trained="float32")
+    head.compile(optimizer=keras.optimizers.Adam(train_params["learning_rate"]), loss="sparse_categorical_crossentropy")
+    head.fit(windows, epochs=train_params["epochs"], verbose=0)
+    head_card = {"labels": labels, "no_sign_label": "_none", "seq_len": SEQ_LEN, "sample_fps": SAMPLE_FPS,
+                 "window_seconds": SEQ_LEN / SAMPLE_FPS, "sampling": sampling.as_dict(), "image_size": IMAGE_SIZE,
+                 "train_params": train_params, "train_clip_durations": {}}
+    card = make_card(head_card, weights_source, {"enabled": False})
     files = {name: models_dir / f"model{suffix}" for name, suffix in (
         ("model", ".keras"), ("model_card", ".json"), ("frame_encoder_tflite", ".frame_encoder.tflite"),
         ("head_tflite", ".head.tflite"))}
-    export_bundle(build_full_model(encoder, head, SEQ_LEN), encoder, head, card, files, serving_exports=False)
+    write_bundle(build_full_model(encoder, head, SEQ_LEN), encoder_tflite, head, card, files)
     return labels
 
 
@@ -133,7 +125,8 @@ def write_reports(root: Path, labels: list[str]) -> None:
     reports = root / "reports"
     (reports / "train/plots/metrics/train").mkdir(parents=True)
     (reports / "train/plots/metrics/eval").mkdir(parents=True)
-    metrics = {"test_accuracy": 0.875, "test_top3_accuracy": 1.0, "test_macro_f1": 0.86, "num_test_clips": 8,
+    metrics = {"val_accuracy": 0.9, "val_stream_sign_error_rate": 0.05, "test_accuracy": 0.875,
+               "test_top3_accuracy": 1.0, "test_macro_f1": 0.86, "num_test_clips": 8, "stream_sign_error_rate": 0.08,
                "num_classes": len(labels), "backbone_weights": "imagenet (test)", "finetune_enabled": False}
     (reports / "metrics.json").write_text(json.dumps(metrics))
     per_class = "class,precision,recall,f1,support\n" + "".join(f"{label},1.0,0.75,0.86,2\n" for label in labels)
@@ -165,7 +158,7 @@ def write_params(root: Path) -> None:
 
 def build_app_root(root: Path) -> AppRoot:
     root.mkdir(parents=True, exist_ok=True)
-    labels = train_served_model(root / "models")
+    labels = train_served_model(root / "models", root.parent / "app_training_clips")
     second_model = copy_bundle(root / "models", root / "models" / "second")
     write_reports(root, labels)
     write_gallery(root)
@@ -254,9 +247,9 @@ def upload(file_name: str, data: bytes, mime_type: str = "video/x-msvideo") -> A
     return app
 
 
-def test_upload_of_a_good_clip_shows_its_top3_and_the_frames_the_model_saw(served):
+def test_upload_of_a_good_clip_shows_its_top3_the_signs_and_the_frames_the_model_saw(served):
     from stages.lib.served import load_bundle, predict_video
-    expected, _ = predict_video(load_bundle(served.model), served.camera_clip, fast=True)
+    expected, frames = predict_video(load_bundle(served.model), served.camera_clip, fast=True)
 
     app = upload("my clip.avi", served.camera_clip.read_bytes())
     assert not app.error
@@ -264,8 +257,9 @@ def test_upload_of_a_good_clip_shows_its_top3_and_the_frames_the_model_saw(serve
     assert len(app.get("vega_lite_chart")) == 1             # the top-3 bar chart
     top3_text = texts(app.markdown)
     assert all(f"{rank}. {sign} — " in top3_text for rank, (sign, _) in enumerate(expected.top, 1))
+    assert "Signs made in this video" in top3_text
     strip = app.get("image")[0].proto                             # the sampled frames, one image each
-    assert len(strip.imgs) == SEQ_LEN
+    assert len(strip.imgs) == len(frames) == round(CLIP_FPS and len(served.camera_frames) / CLIP_FPS * SAMPLE_FPS)
 
 
 def test_upload_of_a_corrupt_clip_explains_instead_of_crashing(served):
@@ -274,11 +268,18 @@ def test_upload_of_a_corrupt_clip_explains_instead_of_crashing(served):
     assert not app.metric
 
 
-def test_upload_of_a_too_short_clip_names_the_minimum(served):
-    frames = render(CAMERA_SIGN, 0, 0)[: MIN_FRAMES - 2]
+def test_upload_of_a_too_short_clip_names_the_minimum_from_the_models_card(served):
+    frames = render(CAMERA_SIGN, 0, 0)[:10]                       # 10 frames at 25 fps: 2 at 5 frames/s
     clip = write_video(served.root.parent / "short.avi", frames, fps=CLIP_FPS)
     app = upload("short.avi", clip.read_bytes())
-    assert f"too short: {MIN_FRAMES - 2} frames, need at least {MIN_FRAMES}" in texts(app.error)
+    assert f"too short: 2 frames at {SAMPLE_FPS:g} frames/s, need at least {MIN_FRAMES}" in texts(app.error)
+
+
+def test_upload_of_a_clip_beyond_the_duration_limit_is_refused_with_the_reason(served):
+    frames = np.zeros((61 * 4, 24, 32, 3), np.uint8)              # 61 s at 4 frames/s: tiny file, long clip
+    clip = write_video(served.root.parent / "long.avi", frames, fps=4)
+    app = upload("long.avi", clip.read_bytes())
+    assert "too long: 61.0 s, at most 60 s" in texts(app.error)
 
 
 def test_upload_problems_are_named_before_decoding():
@@ -296,13 +297,20 @@ def test_gallery_recognises_a_test_clip_with_one_click(served):
     assert [button.label for button in app.button].count("Recognise") == 2    # test split only
     app.button(key="recognise_0").click().run()
     assert not app.exception
-    assert "**clap**" in texts(app.markdown) and (":material/check_circle:" in texts(app.markdown)
-                                                  or ":material/cancel:" in texts(app.markdown))
+    from stages.lib.served import load_bundle, predict_video
+    expected, _ = predict_video(load_bundle(served.model), served.root / "data/synthetic" /
+                                f"clap/signer0{CAMERA_SIGNER}_r{CAMERA_REPETITION}.avi", fast=True)
+    results = [element.value for element in app.markdown if ":material/check_circle:" in element.value
+               or ":material/cancel:" in element.value]
+    assert len(results) == 1 and f"**{expected.label}**" in results[0]      # the prediction's own element
+    assert (":material/check_circle:" in results[0]) == (expected.label == "clap")
 
 
 def test_results_page_shows_metrics_table_curves_and_survives_without_dvc(served):
     app = run_page("results")
-    assert [metric.value for metric in app.metric][:3] == ["87.5%", "100.0%", "0.860"]
+    values = [metric.value for metric in app.metric]
+    assert values[0] == "90.0%" and values[4] == "5.0%"                 # validation first
+    assert values[7:10] == ["87.5%", "100.0%", "0.860"] and values[11] == "8.0%"   # then test
     assert "clap" in texts(app.dataframe)                         # the per-class table
     assert len(app.get("vega_lite_chart")) == 1             # one curve: loss, train and eval
     captions = texts(app.caption)
@@ -318,37 +326,68 @@ def looped_camera(frames: np.ndarray, seconds: float, fps: float = CLIP_FPS):
         yield index / fps, frames[index % len(frames)]
 
 
-def test_live_session_smooths_thresholds_and_keeps_a_history(served):
-    from app.live_session import UNSURE, LiveSession, draw_overlay
+def test_live_session_shows_the_mean_of_the_last_steps_and_a_sentence(served):
+    from app.live_session import LiveSession, draw_overlay
     from app.state import SharedModel
     from stages.lib.served import load_bundle
+    from stages.lib.streaming import SpottingSettings, StreamingRecognizer
 
     shared = SharedModel(load_bundle(served.model))
-    session = LiveSession(shared, smoothing_steps=3, confidence_threshold=0.0)
-    snapshots = [session.process_frame(frame, timestamp)
-                 for timestamp, frame in looped_camera(served.camera_frames, seconds=6)]
+    session = LiveSession(shared, SpottingSettings(threshold=0.0, min_hold_seconds=0.0, smoothing_steps=3))
+    reference, steps = StreamingRecognizer(shared.bundle), []       # the same frames through the library alone
+    snapshots = []
+    for timestamp, frame in looped_camera(served.camera_frames, seconds=6):
+        snapshots.append(session.process_frame(frame, timestamp))
+        reference.push_camera_frame(frame, timestamp)
+        if reference.stepped:
+            steps.append(reference.latest_probabilities)
     fills = [snapshot.buffer_fill for snapshot in snapshots]
     assert fills == sorted(fills[:fills.index(1.0) + 1]) + fills[fills.index(1.0) + 1:]   # fills, then stays full
-    assert not snapshots[0].top and snapshots[0].shown_sign == UNSURE
+    assert not snapshots[0].top and snapshots[0].current_sign is None
     last = snapshots[-1]
-    assert len(last.top) == 3 and last.shown_sign == last.top[0][0]
-    assert last.frames_per_second > 0 and last.model_steps > 5
-    assert last.history and last.history[0][1] in served.labels
+    expected = np.mean(steps[-3:], axis=0)                            # the mean of the last 3 model steps
+    assert len(last.top) == 3
+    for label, probability in last.top:
+        assert probability == pytest.approx(expected[served.labels.index(label)], abs=1e-6)
+    assert last.frames_per_second > 0 and last.model_steps == len(steps) > 5
+    assert last.sentence and all(sign.sign in served.labels and sign.sign != "_none" for sign in last.sentence)
 
-    session.update_settings(smoothing_steps=1, confidence_threshold=1.01)   # nothing is that sure
-    snapshot = session.process_frame(served.camera_frames[0], 6.1)
-    assert snapshot.shown_sign == UNSURE and snapshot.top
+    session.clear_sentence()
+    assert session.snapshot().sentence == []
+    session.update_settings(smoothing_steps=1, threshold=1.01)        # nothing is that sure
+    for timestamp, frame in looped_camera(served.camera_frames, seconds=1):
+        snapshot = session.process_frame(frame, 6.0 + timestamp)
+    assert snapshot.current_sign is None and snapshot.state == "no sign" and snapshot.top
+    assert snapshot.sentence == []
 
     annotated = draw_overlay(served.camera_frames[0], snapshot)
     assert annotated.shape == served.camera_frames[0].shape
     assert not np.array_equal(annotated, served.camera_frames[0])             # drawn on a copy
 
     session.request_reset()
-    assert session.snapshot().history == []
-    assert session.process_frame(served.camera_frames[0], 6.2).buffer_fill == 1 / SEQ_LEN
+    assert session.process_frame(served.camera_frames[0], 7.2).buffer_fill == 1 / SEQ_LEN
     # A new stream whose clock starts again at 0 starts a new buffer too.
-    session.process_frame(served.camera_frames[0], 7.0)
+    session.process_frame(served.camera_frames[0], 8.0)
     assert session.process_frame(served.camera_frames[0], 0.0).buffer_fill == 1 / SEQ_LEN
+
+
+def test_the_live_page_reads_the_cards_one_effective_rate(served, tmp_path, monkeypatch):
+    """A frames dataset with data.frames_fps 0 used to give a card with rate 0, and the page divided by it.
+
+    The card now always carries the sampling rate every consumer uses (test_sample checks that
+    such a dataset samples at sample.fps); the page shows the window it gives.
+    """
+    from stages.lib.served import load_bundle
+    root = tmp_path / "root"
+    shutil.copytree(served.root / "models", root / "models")
+    shutil.copy(served.root / "params.yaml", root / "params.yaml")
+    card_path = root / "models" / "model.json"
+    card = json.loads(card_path.read_text())
+    assert card["sample_fps"] > 0 and card["sampling"]["fps"] > 0       # one effective rate, always set
+    monkeypatch.setenv("SIGNLANG_ROOT", str(root))
+    app = AppTest.from_file(ENTRY, default_timeout=TIMEOUT).run()
+    assert not app.exception, [error.message for error in app.exception]
+    assert f"{load_bundle(root / 'models/model.keras').window_seconds:.1f} s of signing" in texts(app.caption)
 
 
 # --- settings ---------------------------------------------------------------------------------------
@@ -372,8 +411,8 @@ def test_rtc_configuration_defaults_to_no_ice_servers_and_reads_env_then_secrets
 
 @pytest.mark.parametrize("key, value, message", [
     ("max_upload_mb", 0, r"app.max_upload_mb is 0; it must be at least 1"),
-    ("confidence_threshold", 1.5, r"app.confidence_threshold is 1.5; it must be at most 1.0"),
-    ("smoothing_steps", "3", r"app.smoothing_steps must be a whole number"),
+    ("sentence_length", 0, r"app.sentence_length is 0; it must be at least 1"),
+    ("gallery_clips", "3", r"app.gallery_clips must be a whole number"),
 ])
 def test_app_params_are_validated(key, value, message):
     from stages.lib.params import ParamsError, validate_params

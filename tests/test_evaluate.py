@@ -20,12 +20,21 @@ def test_top_k_accuracy_counts_the_true_class_among_the_k_best():
 
 
 def test_classification_metrics_match_hand_computation():
-    metrics = classification_metrics(TRUTH, PROBABILITIES, num_classes=3, top_k=3)
+    metrics = classification_metrics(TRUTH, PROBABILITIES, top_k=3)
     assert metrics["test_accuracy"] == 0.5
     assert metrics["test_top3_accuracy"] == 1.0
     # F1 per class: class 0: p=1/2 r=1 -> 2/3; class 1: p=0 r=0 -> 0; class 2: p=1 r=1/2 -> 2/3.
     assert np.isclose(metrics["test_macro_f1"], (2 / 3 + 0 + 2 / 3) / 3)
-    assert metrics["num_test_clips"] == 4
+    assert metrics["num_test_clips"] == 4 and metrics["num_classes_in_test"] == 3
+
+
+def test_macro_f1_counts_only_the_classes_present_in_the_split():
+    """A perfect model on a split that lacks one of three classes scores 1, not 0.667."""
+    truth = np.array([0, 0, 2])
+    perfect = np.eye(3)[truth]
+    metrics = classification_metrics(truth, perfect, top_k=1, prefix="val_")
+    assert metrics["val_macro_f1"] == 1.0 and metrics["num_classes_in_val"] == 2
+    assert metrics["val_accuracy"] == 1.0 and metrics["num_val_clips"] == 3
 
 
 def test_per_class_table_has_one_row_per_class_even_when_never_predicted():

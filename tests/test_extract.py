@@ -1,4 +1,4 @@
-"""Cached embeddings are exactly what the backbone computes; the cache resumes and shards merge."""
+"""Cached embeddings are exactly what the backbone computes; the cache resumes, shards merge, bad reads stop it."""
 from __future__ import annotations
 
 import shutil
@@ -10,7 +10,7 @@ import pytest
 
 from stages.extract import parse_shard
 from stages.lib.backbone import build_frame_encoder
-from tests.conftest import run, set_params
+from tests.conftest import run, run_unchecked, set_params
 
 STAGE = [sys.executable, "-m"]
 
@@ -29,6 +29,20 @@ def read_embeddings(root):
         return handle["embeddings"][...], dict(handle.attrs)
 
 
+def attributes_offsets(root) -> list[int]:
+    with h5py.File(root / "features/embeddings.h5", "r") as handle:
+        return handle["offsets"][...].tolist()
+
+
+def corrupt_chunk(path, frame_index: int) -> None:
+    """Overwrite the stored (compressed) bytes of one frame's chunk, as a bad disk sector would."""
+    with h5py.File(path, "r") as handle:
+        info = handle["frames"].id.get_chunk_info(frame_index)
+    with open(path, "r+b") as raw:
+        raw.seek(info.byte_offset)
+        raw.write(b"\xff" * info.size)
+
+
 def test_embeddings_equal_the_backbone_on_the_sampled_frames(sampled_workspace):
     root = sampled_workspace
     run(STAGE + ["stages.extract"], root)
@@ -36,30 +50,42 @@ def test_embeddings_equal_the_backbone_on_the_sampled_frames(sampled_workspace):
     encoder, source = build_frame_encoder(image_size=64, weights="imagenet")
     assert attributes["weights_source"] == source and "imagenet" in source
     with h5py.File(root / "data/frames.h5", "r") as handle:
-        frames = handle["frames"][:3]                                   # (3, seq_len, 64, 64, 3) uint8
-    expected = encoder.predict(frames.reshape(-1, 64, 64, 3), verbose=0).reshape(3, frames.shape[1], 1280)
-    assert embeddings[:3].std() > 1e-3                                  # real features, not a constant
-    np.testing.assert_allclose(embeddings[:3], expected, atol=1e-4, rtol=1e-4)
+        frames = handle["frames"][:40]                                  # (40, 64, 64, 3) uint8, the first clips
+        assert handle["offsets"][...].tolist() == attributes_offsets(root)
+    expected = encoder.predict(frames, verbose=0)                       # (40, 1280)
+    assert embeddings[:40].std() > 1e-3                                 # real features, not a constant
+    np.testing.assert_allclose(embeddings[:40], expected, atol=1e-4, rtol=1e-4)
 
 
 def test_second_run_reuses_the_cache_and_shards_merge_into_the_same_file(sampled_workspace):
     root = sampled_workspace
     first = run(STAGE + ["stages.extract"], root)
-    assert "embedded 16 clips, reused 0" in first.stdout
+    assert "embedded 20 clips, reused 0" in first.stdout
     whole, _ = read_embeddings(root)
 
     again = run(STAGE + ["stages.extract"], root)
-    assert "embedded 0 clips, reused 16" in again.stdout
+    assert "embedded 0 clips, reused 20" in again.stdout
 
     shutil.rmtree(root / "features/cache")
     (root / "features/embeddings.h5").unlink()
     shard_zero = run(STAGE + ["stages.extract", "--shard", "0/2"], root)
     shard_one = run(STAGE + ["stages.extract", "--shard", "1/2"], root)
-    assert "embedded 8 clips" in shard_zero.stdout and "embedded 8 clips" in shard_one.stdout
+    assert "embedded 10 clips" in shard_zero.stdout and "embedded 10 clips" in shard_one.stdout
     assert not (root / "features/embeddings.h5").exists()             # shards only fill the cache
     merged = run(STAGE + ["stages.extract"], root)
-    assert "embedded 0 clips, reused 16" in merged.stdout
+    assert "embedded 0 clips, reused 20" in merged.stdout
     np.testing.assert_array_equal(read_embeddings(root)[0], whole)
+
+
+def test_a_frame_that_cannot_be_read_stops_extract_with_the_clips_path(sampled_workspace):
+    root = sampled_workspace
+    with h5py.File(root / "data/frames.h5", "r") as handle:
+        offsets, paths = handle["offsets"][...], handle["paths"].asstr()[...]
+    corrupt_chunk(root / "data/frames.h5", int(offsets[3]) + 1)         # the second frame of clip 3
+    result = run_unchecked(STAGE + ["stages.extract"], root, timeout=300)   # a hang would hit the timeout
+    assert result.returncode != 0
+    assert f"cannot read the frames of clip 3 ({paths[3]})" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("text,expected", [(None, (0, 1)), ("0/4", (0, 4)), ("3/4", (3, 4))])

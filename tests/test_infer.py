@@ -1,4 +1,4 @@
-"""The inference CLI on a tiny trained pipeline: clip and stream modes, JSON, bad input."""
+"""The inference CLI on a tiny trained pipeline: clip, stream and signs modes, JSON, bad input."""
 from __future__ import annotations
 
 import json
@@ -31,8 +31,35 @@ def test_json_output_ranks_every_class(trained_workspace, test_clip, mode):
     assert output["top"][0][1] == max(output["probs"].values())
 
 
+def test_signs_mode_prints_the_signs_of_a_stream_in_order_as_json(trained_workspace):
+    stream = next((trained_workspace / "data/streams/test").glob("*_stream0.mp4"))
+    result = run(CLI + [str(stream), "--mode", "signs", "--json", "--threshold", "0.0", "--min-hold", "0"],
+                 trained_workspace)
+    output = json.loads(result.stdout.strip().splitlines()[-1])
+    labels = json.loads((trained_workspace / "models/model.json").read_text())["labels"]
+    assert set(output) == {"signs"} and output["signs"]
+    for sign in output["signs"]:
+        assert set(sign) == {"sign", "start", "end", "confidence"}
+        assert sign["sign"] in labels and sign["sign"] != "_none"           # the no-sign state is never listed
+        assert 0 <= sign["start"] <= sign["end"] and 0 <= sign["confidence"] <= 1
+    starts = [sign["start"] for sign in output["signs"]]
+    assert starts == sorted(starts)
+    table = run(CLI + [str(stream), "--mode", "signs", "--threshold", "0.0", "--min-hold", "0"], trained_workspace)
+    assert table.stdout.splitlines()[0].startswith(f"1. {output['signs'][0]['sign']}")
+
+
+def test_the_cli_refuses_what_the_pipeline_refuses(trained_workspace, tmp_path):
+    """min_frames comes from the card (sample.min_frames 3 here), as in the sample stage and the app."""
+    from tests.conftest import write_video
+    short = write_video(tmp_path / "short.avi", np.zeros((2, 24, 32, 3), np.uint8), fps=10)
+    result = subprocess.run(CLI + [str(short)], cwd=trained_workspace, env=command_env(trained_workspace),
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "too short: 2 frames at 10 frames/s, need at least 3 (sample.min_frames)" in result.stderr
+
+
 def test_clip_mode_agrees_with_the_evaluate_stage(trained_workspace, test_clip):
-    """The CLI and evaluate both run the served graph on the same sampled frames."""
+    """The CLI and evaluate both classify the centred window of the same sampled frames."""
     result = run(CLI + [str(test_clip), "--json"], trained_workspace)
     predicted = json.loads(result.stdout.strip().splitlines()[-1])["label"]
     predictions = (trained_workspace / "reports/predictions.csv").read_text().splitlines()
@@ -56,10 +83,11 @@ def test_the_benchmark_reports_every_figure(trained_workspace):
                 "live_step_tflite_ms_p50", "live_step_tflite_ms_p95", "live_step_keras_eager_ms_p50",
                 "live_step_speedup_vs_eager", "full_clip_keras_ms_p50", "full_clip_tflite_ms_p50",
                 "head_epoch_seconds_median", "end_to_end_frozen_epoch_seconds_estimated",
-                "head_epoch_speedup_vs_end_to_end", "cpu_model", "cpu_cores"):
+                "head_epoch_speedup_vs_end_to_end", "cpu_model", "cpu_cores", "cpu_vector_extensions"):
         assert key in figures, key
     assert figures["extract_pipeline_fps_best"] > 0 and figures["live_step_tflite_ms_p50"] > 0
-    assert any(key.startswith("extract_peak_rss_mb_") for key in figures)
+    rss = [key for key in figures if key.startswith("extract_peak_rss_mb_")]
+    assert len(rss) == 2 and all(figures[key] > 0 for key in rss)
 
 
 def test_the_webcam_overlay_draws_the_label_band_on_a_copy():

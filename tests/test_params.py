@@ -25,7 +25,12 @@ def test_the_shipped_params_are_valid():
 
 @pytest.mark.parametrize("section,key,value,message", [
     ("data", "source", "youtube", r"data.source is 'youtube'; allowed values: synthetic, folder"),
-    ("backbone", "weights", "resnet", r"allowed: imagenet, random, or a path to a .h5"),
+    ("backbone", "weights", "resnet", r"allowed: imagenet, random, or a .h5 weights file under data/weights/"),
+    ("backbone", "weights", "/home/me/mobilenet.h5", r"under data/weights/ \(DVC tracks that folder"),
+    ("sample", "fps", 0, r"sample.fps is 0; it must be at least 1"),
+    ("spotting", "threshold", 1.5, r"spotting.threshold is 1.5; it must be at most 1.0"),
+    ("spotting", "smoothing_steps", 0, r"spotting.smoothing_steps is 0; it must be at least 1"),
+    ("export", "enabled", "yes", r"export.enabled must be true or false"),
     ("base", "image_size", 16, r"base.image_size is 16; it must be at least 32"),
     ("base", "seq_len", "twenty", r"base.seq_len must be a whole number"),
     ("train", "learning_rate", -1, r"train.learning_rate is -1; it must be at least"),
@@ -34,6 +39,10 @@ def test_the_shipped_params_are_valid():
 def test_bad_values_are_named_with_what_is_allowed(section, key, value, message):
     with pytest.raises(ParamsError, match=message):
         validate_params(with_change(section, key, value))
+
+
+def test_a_weights_file_under_the_tracked_folder_is_allowed():
+    validate_params(with_change("backbone", "weights", "data/weights/mine.h5"))
 
 
 def test_a_missing_key_is_named():

@@ -1,61 +1,139 @@
-"""The whole DVC pipeline on tiny data: repro, no-op repro, an experiment that skips the CNN stages."""
+"""The DVC pipeline on tiny data: what each kind of change re-runs, and a clean `dvc status` after each.
+
+All tests share one tiny workspace (`trained_workspace`: `dvc repro` once, committed);
+each experiment here restores that baseline when it is done.
+"""
 from __future__ import annotations
 
+import ast
 import json
-import sys
+from pathlib import Path
 
 import h5py
 import pandas as pd
+import pytest
+import yaml
 
-from tests.conftest import run, set_params
+from tests.conftest import DVC, FIRST_REPRO_LOG, REPO_ROOT, restore_baseline, run
 
-DVC = [sys.executable, "-m", "dvc"]
-REQUIRED_METRICS = {"test_accuracy", "test_top3_accuracy", "test_macro_f1", "num_classes",
-                    "num_test_clips", "backbone_weights"}
+REQUIRED_METRICS = {"val_accuracy", "test_accuracy", "test_top3_accuracy", "test_macro_f1", "num_classes",
+                    "num_classes_in_test", "num_test_clips", "backbone_weights", "stream_sign_error_rate",
+                    "stream_false_signs_per_minute", "stream_latency_seconds_median"}
+EVERY_STAGE = {"generate", "sample", "extract", "train", "finetune", "assemble", "export", "evaluate", "benchmark"}
 
 
 def stages_run(dvc_output: str) -> set[str]:
     return {line.split("'")[1] for line in dvc_output.splitlines() if line.startswith("Running stage '")}
 
 
-def test_repro_then_experiment_reruns_only_train_and_after(workspace):
-    set_params(workspace, {"backbone": {"weights": "random"}})  # features are not the point here
-    first = run(DVC + ["repro"], workspace)
-    assert stages_run(first.stdout) == {"generate", "sample", "extract", "train", "finetune", "evaluate",
-                                        "benchmark"}
+def assert_status_clean(root: Path) -> None:
+    status = run(DVC + ["status", "--json"], root)
+    assert json.loads(status.stdout or "{}") == {}, status.stdout
 
-    metrics = json.loads((workspace / "reports/metrics.json").read_text())
+
+@pytest.fixture
+def experiment(trained_workspace):
+    """The baseline workspace; whatever an experiment applies to it is undone afterwards."""
+    yield trained_workspace
+    restore_baseline(trained_workspace)
+
+
+def test_repro_runs_every_stage_once_and_a_second_repro_nothing(trained_workspace):
+    root = trained_workspace
+    assert stages_run((root.parent / FIRST_REPRO_LOG).read_text()) == EVERY_STAGE
+    assert stages_run(run(DVC + ["repro"], root).stdout) == set()
+    assert_status_clean(root)
+
+    metrics = json.loads((root / "reports/metrics.json").read_text())
     assert REQUIRED_METRICS <= metrics.keys()
-    assert metrics["num_classes"] == 4 and metrics["num_test_clips"] == 4   # 4 signs x 1 test signer
-    assert metrics["backbone_weights"].startswith("random")
-    manifest = pd.read_csv(workspace / "data/manifest.csv", keep_default_na=False)
+    assert list(metrics)[0].startswith("val_")                          # validation first
+    assert metrics["num_classes"] == 5 and metrics["no_sign_class"] == "_none"   # 4 signs + idle
+    assert metrics["num_test_clips"] == 5                                # 5 classes x 1 test signer
+    manifest = pd.read_csv(root / "data/manifest.csv", keep_default_na=False)
     assert list(manifest.columns[:6]) == ["path", "label", "split", "signer", "status", "reason"]
-    assert len(manifest) == 16 and (manifest["status"] == "ok").all()
-    with h5py.File(workspace / "features/embeddings.h5", "r") as handle:
-        assert handle["embeddings"].shape == (16, 6, 1280)
-        assert handle["paths"].asstr()[...].tolist() == manifest["path"].tolist()
-        assert handle.attrs["weights_source"].startswith("random")
-    for artifact in ("models/head.keras", "models/labels.json", "reports/per_class.csv",
-                     "reports/confusion_matrix.png", "reports/predictions.csv",
-                     "reports/train/metrics.json", "models/model.keras", "models/model.json",
-                     "reports/benchmark.json"):
-        assert (workspace / artifact).exists(), artifact
+    assert len(manifest) == 20 and (manifest["status"] == "ok").all()
+    with h5py.File(root / "features/embeddings.h5", "r") as embeddings, h5py.File(root / "data/frames.h5") as frames:
+        assert embeddings["embeddings"].shape == (frames["frames"].shape[0], 1280)
+        assert embeddings["offsets"][...].tolist() == frames["offsets"][...].tolist()
+        assert embeddings["paths"].asstr()[...].tolist() == manifest["path"].tolist()
+        assert "imagenet" in embeddings.attrs["weights_source"]
+    assert json.loads((root / "models/export/export.json").read_text())["enabled"] is False
 
-    again = run(DVC + ["repro"], workspace)
-    assert stages_run(again.stdout) == set()
 
-    run(["git", "add", "-A"], workspace)
-    run(["git", "commit", "-qm", "baseline results"], workspace)
-    experiment = run(DVC + ["exp", "run", "-S", "train.learning_rate=0.01"], workspace)
-    assert stages_run(experiment.stdout) == {"train", "finetune", "evaluate", "benchmark"}
+def test_a_train_experiment_reruns_train_and_after_never_sample_extract_or_benchmark(experiment):
+    root = experiment
+    baseline = json.loads((root / "reports/metrics.json").read_text())
+    result = run(DVC + ["exp", "run", "-S", "train.learning_rate=0.01"], root)
+    assert stages_run(result.stdout) == {"train", "finetune", "assemble", "export", "evaluate"}
+    assert_status_clean(root)
 
     # The baseline's metrics come from the commit (so they must be in git), the new ones from the workspace.
-    diff = json.loads(run(DVC + ["metrics", "diff", "--all", "--json"], workspace).stdout)
-    accuracy = diff["reports/metrics.json"]["test_accuracy"]
-    assert accuracy["old"] == metrics["test_accuracy"] and accuracy["new"] is not None
+    diff = json.loads(run(DVC + ["metrics", "diff", "--all", "--json"], root).stdout)
+    accuracy = diff["reports/metrics.json"]["val_accuracy"]
+    assert accuracy["old"] == baseline["val_accuracy"] and accuracy["new"] is not None
     assert diff["reports/train/metrics.json"]["train.loss"]["old"] is not None
-
-    plots = run(DVC + ["plots", "show", "--json"], workspace)
-    shown = json.loads(plots.stdout)["data"]
+    shown = json.loads(run(DVC + ["plots", "show", "--json"], root).stdout)["data"]
     assert any("predictions.csv" in key for key in shown)
     assert any("train/plots/metrics" in key for key in shown)
+
+
+def test_finetune_params_unused_while_it_is_off_rerun_only_its_status(experiment):
+    result = run(DVC + ["exp", "run", "-S", "finetune.learning_rate=0.0005", "-S", "finetune.epochs=7",
+                        "-S", "finetune.augment.brightness=0.2"], experiment)
+    assert stages_run(result.stdout) == {"finetune"}
+    assert_status_clean(experiment)
+
+
+def test_retuning_spotting_reruns_only_evaluate(experiment):
+    result = run(DVC + ["exp", "run", "-S", "spotting.threshold=0.7"], experiment)
+    assert stages_run(result.stdout) == {"evaluate"}
+    assert_status_clean(experiment)
+
+
+def test_a_finetune_experiment_leaves_dvc_status_clean(experiment):
+    root = experiment
+    result = run(DVC + ["exp", "run", "-S", "finetune.enabled=true", "-S", "finetune.epochs=1",
+                        "-S", "finetune.batch_size=2", "-S", "finetune.mixed_precision=float32"], root)
+    assert stages_run(result.stdout) == {"finetune", "assemble", "export", "evaluate"}
+    assert_status_clean(root)
+    assert stages_run(run(DVC + ["repro"], root).stdout) == set()
+    card = json.loads((root / "models/model.json").read_text())
+    assert card["finetuned"] is True
+    assert list((root / "reports/tensorboard/finetune").rglob("*tfevents*"))      # its own out, not train's
+
+
+# --- dvc.yaml itself --------------------------------------------------------------------------------
+
+def imported_modules(path: Path) -> set[Path]:
+    """The project's modules a file imports (at any depth in the file), as paths."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages"):
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names if alias.name.startswith("stages")]
+        for name in names:
+            candidate = REPO_ROOT / Path(*name.split(".")).with_suffix(".py")
+            if candidate.exists():
+                found.add(candidate)
+    return found
+
+
+def imported_closure(path: Path) -> set[str]:
+    seen, pending = set(), [path]
+    while pending:
+        current = pending.pop()
+        if current not in seen:
+            seen.add(current)
+            pending.extend(imported_modules(current))
+    return {file.relative_to(REPO_ROOT).as_posix() for file in seen}
+
+
+def test_every_module_a_stage_imports_is_among_its_dependencies():
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        module = REPO_ROOT / "stages" / f"{name}.py"
+        assert stage["cmd"] == f"python -m stages.{name}", name           # one stage, one module, one name
+        missing = imported_closure(module) - set(stage["deps"])
+        assert not missing, f"stage {name} imports {sorted(missing)} but dvc.yaml does not list them as deps"

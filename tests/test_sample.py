@@ -14,7 +14,8 @@ import yaml
 from stages.evaluate import refusal_counts
 from stages.lib.datasets import FoundFile
 from stages.lib.params import ParamsError, validate_params
-from stages.lib.video import ClipRefused, sample_clip, sample_indices, sample_video
+from stages.lib.storage import clip_slice
+from stages.lib.video import ClipRefused, Sampling, fixed_rate_indices, sample_clip, sample_video
 from stages.sample import check_classes_have_clips, check_splits_have_clips, plan_jobs
 from tests.conftest import (REPO_ROOT, deep_update, run, run_unchecked, set_params, write_frame_images,
                             write_video)
@@ -37,6 +38,10 @@ def centre_brightness(frames: np.ndarray) -> np.ndarray:
 def read_manifest(root: Path) -> pd.DataFrame:
     # dtype=str: LSA64 labels such as "001" must stay strings
     return pd.read_csv(root / "data/manifest.csv", keep_default_na=False, dtype=str)
+
+
+def sampling(fps: float = 25, image_size: int = 32, min_frames: int = 1, max_seconds: float = 0.0) -> Sampling:
+    return Sampling(fps=fps, image_size=image_size, min_frames=min_frames, max_seconds=max_seconds)
 
 
 def rows_by_path(manifest: pd.DataFrame) -> dict[str, tuple[str, str]]:
@@ -65,7 +70,7 @@ def bad_inputs_workspace(stage_workspace):
     root = stage_workspace
     data = root / "mydata"
     write_video(data / "hello" / "good.avi", ramp(12))
-    write_video(data / "hello" / "short.avi", ramp(4))                    # < seq_len 6: frames repeat
+    write_video(data / "hello" / "short.avi", ramp(4))                    # 4 frames: shorter than a window, kept
     write_video(data / "hello" / "too_short.avi", ramp(2))                # < min_frames 3: refused
     (data / "hello" / "empty.mp4").touch()
     write_truncated_mp4(data / "hello" / "truncated.mp4")
@@ -80,7 +85,7 @@ def bad_inputs_workspace(stage_workspace):
     (data / "broken").mkdir()
     (data / "broken" / "zero.mp4").touch()
     set_params(root, {"data": {"source": "folder", "path": "mydata", "split": "stratified"},
-                      "sample": {"min_frames": 3, "val_fraction": 0.0, "test_fraction": 0.0}})
+                      "sample": {"fps": 25, "min_frames": 3, "val_fraction": 0.0, "test_fraction": 0.0}})
     return root
 
 
@@ -101,7 +106,8 @@ def test_every_file_appears_in_the_manifest_with_its_status_and_reason(bad_input
         "mydata/hello/notes.txt": ("refused", "not a video file: extension '.txt'"),
         "mydata/hello/random.webm": ("refused", cannot_open),
         "mydata/hello/short.avi": ("ok", ""),
-        "mydata/hello/too_short.avi": ("refused", "too short: 2 frames, need at least 3 (sample.min_frames)"),
+        "mydata/hello/too_short.avi": ("refused", "too short: 2 frames at 25 frames/s, need at least 3 "
+                                                  "(sample.min_frames)"),
         "mydata/hello/truncated.mp4": ("refused", cannot_open),
         "mydata/thanks/clip.MKV": ("ok", ""),
     }
@@ -117,13 +123,17 @@ def test_every_file_appears_in_the_manifest_with_its_status_and_reason(bad_input
     assert "Traceback" not in result.stderr
 
     with h5py.File(root / "data/frames.h5", "r") as handle:
-        assert handle["frames"].shape == (4, 6, 64, 64, 3)
+        offsets = handle["offsets"][...]
+        # At 25 frames/s: 9 frames at 5 fps repeat (five ticks each), 12 and 4 at 25 fps stay, 20 at 60 fps thin out.
+        lengths = [len(fixed_rate_indices(count, fps, 25)) for count, fps in ((9, 5), (12, 25), (4, 25), (20, 60))]
+        assert lengths == [41, 12, 4, 8] and np.diff(offsets).tolist() == lengths
+        assert handle["frames"].shape == (sum(lengths), 64, 64, 3)
         assert handle["paths"].asstr()[...].tolist() == ok.index.tolist()
         assert handle["labels"].asstr()[...].tolist() == ["buenos días", "hello", "hello", "thanks"]
-        short = handle["frames"][ok.index.get_loc("mydata/hello/short.avi")]
-    # 4 frames stretched over 6: each sampled index repeats, in order.
-    expected = 5 + 8 * sample_indices(4, 6)
-    assert np.all(np.abs(centre_brightness(short) - expected) <= 4)
+        assert handle.attrs["sample_fps"] == 25
+        short = handle["frames"][clip_slice(offsets, ok.index.get_loc("mydata/hello/short.avi"))]
+    # A clip shorter than a window keeps its own frames: nothing padded or invented here.
+    assert np.all(np.abs(centre_brightness(short) - (5 + 8 * np.arange(4))) <= 4)
 
     counts = refusal_counts(root / "data/manifest.csv")
     assert counts == {
@@ -264,16 +274,18 @@ def test_an_empty_split_is_named_unless_its_fraction_is_zero():
 @pytest.mark.parametrize("height,width,fps,count", [
     (48, 96, 5.0, 5),        # landscape, slow camera, very short
     (96, 48, 60.0, 90),      # portrait phone clip, fast camera, long
-    (50, 50, 30.0, 7),       # square, odd size, shorter than seq_len
+    (50, 50, 30.0, 7),       # square, odd size, shorter than a window
     (24, 32, 25.0, 40),
 ])
-def test_clips_of_any_resolution_orientation_rate_and_length_give_full_sequences(tmp_path, height, width, fps,
-                                                                                   count):
+def test_clips_of_any_resolution_orientation_and_rate_give_frames_at_the_fixed_rate(tmp_path, height, width, fps,
+                                                                                     count):
     frames = np.stack([np.full((height, width, 3), 5 + (200 * i) // count, np.uint8) for i in range(count)])
-    clip = sample_video(write_video(tmp_path / "clip.avi", frames, fps=fps), seq_len=8, image_size=32, min_frames=3)
-    assert clip.frames.shape == (8, 32, 32, 3) and clip.frames.dtype == np.uint8
+    clip = sample_video(write_video(tmp_path / "clip.avi", frames, fps=fps), sampling(fps=10, min_frames=1))
+    indices = fixed_rate_indices(count, fps, 10)
+    assert clip.frames.shape == (len(indices), 32, 32, 3) and clip.frames.dtype == np.uint8
+    assert abs(len(clip.frames) - count / fps * 10) <= 1                    # a second is 10 frames, whatever the camera
     assert clip.num_frames == count and clip.fps == pytest.approx(fps)
-    expected = 5 + (200 * sample_indices(count, 8)) // count
+    expected = 5 + (200 * indices) // count
     assert np.all(np.abs(centre_brightness(clip.frames) - expected) <= 4)
     if height > width:
         assert clip.frames[:, :, 0].max() <= 8                       # black bars left and right
@@ -281,23 +293,24 @@ def test_clips_of_any_resolution_orientation_rate_and_length_give_full_sequences
         assert clip.frames[:, 0, :].max() <= 8                       # black bars top and bottom
 
 
-def test_short_clips_repeat_frames_and_clips_below_min_frames_are_refused(tmp_path):
-    clip = sample_video(write_video(tmp_path / "four.avi", ramp(4)), seq_len=8, image_size=16, min_frames=4)
-    assert np.all(np.abs(centre_brightness(clip.frames) - (5 + 8 * sample_indices(4, 8))) <= 4)
-    assert len(set(centre_brightness(clip.frames).tolist())) == 4       # each frame used twice, none invented
-    with pytest.raises(ClipRefused, match=r"too short: 4 frames, need at least 5 \(sample.min_frames\)"):
-        sample_video(tmp_path / "four.avi", seq_len=8, image_size=16, min_frames=5)
+def test_a_slow_camera_repeats_frames_and_clips_below_min_frames_are_refused(tmp_path):
+    path = write_video(tmp_path / "four.avi", ramp(4), fps=5)                       # 0.8 s
+    clip = sample_video(path, sampling(fps=10, image_size=16, min_frames=4))
+    assert len(clip.frames) == 7                                                    # ticks 0 .. 0.6 s
+    assert len(set(centre_brightness(clip.frames).tolist())) == 4                   # none invented
+    with pytest.raises(ClipRefused, match=r"too short: 7 frames at 10 frames/s, need at least 8 \(sample.min_frames\)"):
+        sample_video(path, sampling(fps=10, image_size=16, min_frames=8))
 
 
 def test_a_truncated_clip_is_used_with_a_note_or_refused_as_truncated_below_min_frames(tmp_path):
     path = write_video(tmp_path / "cut.mkv", ramp(40, step=5, height=48, width=64))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])                   # MJPG: every frame before the cut decodes
-    clip = sample_video(path, seq_len=6, image_size=16, min_frames=10)
+    clip = sample_video(path, sampling(fps=25, image_size=16, min_frames=10))
     assert clip.num_frames == 20 and clip.note == "header says 40 frames, 20 decodable; sampled those"
     with pytest.raises(ClipRefused, match=r"truncated: 20 of the 40 frames the header declares are decodable, "
-                                          r"need at least 30 \(sample.min_frames\)"):
-        sample_video(path, seq_len=6, image_size=16, min_frames=30)
+                                          r"need at least 30 at 25 frames/s \(sample.min_frames\)"):
+        sample_video(path, sampling(fps=25, image_size=16, min_frames=30))
 
 
 # --- frame folders -------------------------------------------------------------------------------
@@ -305,24 +318,41 @@ def test_a_truncated_clip_is_used_with_a_note_or_refused_as_truncated_below_min_
 def test_a_frame_folder_is_read_in_natural_order_through_the_same_preprocessing(tmp_path):
     frames = ramp(12, step=18, height=30, width=20)
     write_frame_images(tmp_path / "clip", frames, name="frame_{index}.png")   # frame_10 sorts after frame_9
-    clip = sample_clip(tmp_path / "clip", seq_len=5, image_size=16, frames_fps=30)
-    assert clip.frames.shape == (5, 16, 16, 3)
-    np.testing.assert_array_equal(centre_brightness(clip.frames), 5 + 18 * sample_indices(12, 5))
+    clip = sample_clip(tmp_path / "clip", sampling(fps=10, image_size=16), frames_fps=30)
+    assert clip.frames.shape == (4, 16, 16, 3)                                 # 0.4 s at 10 frames/s
+    np.testing.assert_array_equal(centre_brightness(clip.frames), 5 + 18 * fixed_rate_indices(12, 30, 10))
     assert clip.num_frames == 12 and clip.fps == 30.0 and clip.duration_seconds == pytest.approx(0.4)
+
+
+def test_a_frame_folder_of_unknown_rate_takes_each_image_as_one_tick(tmp_path):
+    write_frame_images(tmp_path / "clip", ramp(6), name="{index}.jpg")
+    clip = sample_clip(tmp_path / "clip", sampling(fps=10, image_size=16), frames_fps=0)
+    assert len(clip.frames) == 6 and "frame rate unknown" in clip.note
+
+
+def test_a_frames_dataset_of_unknown_rate_still_records_the_one_sampling_rate(stage_workspace):
+    root = stage_workspace
+    write_frame_images(root / "frames_data" / "hello" / "clip1", ramp(8), name="{index}.jpg")
+    set_params(root, {"data": {"source": "frames", "path": "frames_data", "split": "stratified", "frames_fps": 0},
+                      "sample": {"val_fraction": 0.0, "test_fraction": 0.0}})
+    run(SAMPLE, root)
+    with h5py.File(root / "data/frames.h5", "r") as handle:
+        assert handle.attrs["sample_fps"] == 10 and json.loads(handle.attrs["sampling"])["fps"] == 10
+        assert np.diff(handle["offsets"][...]).tolist() == [8]
 
 
 def test_frame_folder_refusals_name_the_problem(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
     with pytest.raises(ClipRefused, match=r"no frame images: the clip folder holds no .jpg or .png file"):
-        sample_clip(tmp_path / "empty", seq_len=4, image_size=16)
+        sample_clip(tmp_path / "empty", sampling(image_size=16))
     write_frame_images(tmp_path / "broken", ramp(5), name="{index:03d}.jpg")
     (tmp_path / "broken" / "002.jpg").write_text("not an image")
     with pytest.raises(ClipRefused, match=r"unreadable frame images: 1 of 5, first '002.jpg'"):
-        sample_clip(tmp_path / "broken", seq_len=4, image_size=16)
+        sample_clip(tmp_path / "broken", sampling(image_size=16))
     write_frame_images(tmp_path / "short", ramp(2))
-    with pytest.raises(ClipRefused, match=r"too short: 2 frames, need at least 3"):
-        sample_clip(tmp_path / "short", seq_len=4, image_size=16, min_frames=3)
+    with pytest.raises(ClipRefused, match=r"too short: 2 frames at 25 frames/s, need at least 3"):
+        sample_clip(tmp_path / "short", sampling(image_size=16, min_frames=3), frames_fps=25)
 
 
 def test_the_stage_reads_a_frames_dataset(stage_workspace):
@@ -347,11 +377,13 @@ def test_the_stage_reads_a_frames_dataset(stage_workspace):
     }
     assert manifest.loc[manifest["status"] == "ok", "fps"].tolist() == ["25.0"] * 3
     with h5py.File(root / "data/frames.h5", "r") as handle:
-        assert handle["frames"].shape == (3, 6, 64, 64, 3)
-        # seq_len 6 over clips of 12, 8 and 10 frames at 25 fps: median 0.4 s -> 15 frames per second
-        assert handle.attrs["sample_fps"] == pytest.approx(6 / 0.4)
-        hello = handle["frames"][0]
-    np.testing.assert_array_equal(hello, sample_clip(data / "hello" / "clip1", 6, 64).frames)
+        offsets = handle["offsets"][...]
+        assert np.diff(offsets).tolist() == [len(fixed_rate_indices(n, 25, 10)) for n in (12, 8, 10)]
+        assert handle.attrs["sample_fps"] == 10                     # the fixed rate, whatever the images
+        hello = handle["frames"][clip_slice(offsets, 0)]
+    np.testing.assert_array_equal(hello, sample_clip(data / "hello" / "clip1", sampling(fps=10, image_size=64,
+                                                                                        min_frames=3),
+                                                     frames_fps=25).frames)
 
 
 # --- LSA64 and WLASL through the stage -----------------------------------------------------------
@@ -410,6 +442,6 @@ def test_the_stage_reads_wlasl_with_its_frame_ranges_and_given_split(stage_works
     assert manifest.iloc[4][["path", "label", "status", "reason"]].tolist() == [
         "wlasl/videos/00009.mp4", "", "refused", "not in the index"]
     with h5py.File(root / "data/frames.h5", "r") as handle:
-        ranged = handle["frames"][1]
-    expected = 5 + 8 * (10 + sample_indices(10, 6))                       # frames 10..19, 0-based
+        ranged = handle["frames"][clip_slice(handle["offsets"][...], 1)]
+    expected = 5 + 8 * (10 + fixed_rate_indices(10, 25, 10))               # frames 10..19, 0-based, at 10/s
     assert np.all(np.abs(centre_brightness(ranged) - expected) <= 6), (centre_brightness(ranged), expected)

@@ -38,14 +38,18 @@ def convert_to_tflite(model: keras.Model, batch_shape: tuple[int, ...] | None = 
     return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
-def frame_encoder_tflite_path(cache_dir: Path, weights_source: str, image_size: int) -> Path:
-    """Where the converted frame encoder is kept: keyed by what it depends on, the weights and the size.
+def frame_encoder_tflite_path(weights_source: str, image_size: int) -> Path:
+    """Where the converted frame encoder is kept: keyed by all it depends on (weights, size, converter).
 
-    The extract stage converts the encoder once and runs it; the assemble stage
-    copies the very same file into the served bundle instead of converting again.
+    A machine-wide cache beside the fallback weights (`~/.cache/signlang`, or
+    $SIGNLANG_CACHE): the extract stage converts the encoder once and runs it,
+    the assemble and benchmark stages use the very same file instead of
+    converting again, and so does every other checkout on the machine. The
+    weights source names a weights file's content, so a new file is a new key.
     """
-    key = hashlib.sha256(f"{weights_source}|{image_size}".encode()).hexdigest()[:16]
-    return Path(cache_dir) / "frame_encoders" / f"{key}.tflite"
+    from stages.lib.backbone import weights_cache_dir
+    key = hashlib.sha256(f"{weights_source}|{image_size}|tf {tf.__version__}".encode()).hexdigest()[:16]
+    return weights_cache_dir() / "frame_encoders" / f"{key}.tflite"
 
 
 def cached_tflite(model: keras.Model, cache_path: Path, batch_shape: tuple[int, ...]) -> bytes:
