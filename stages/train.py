@@ -6,7 +6,9 @@ Usage:
 Each epoch draws new windows of `base.seq_len` embeddings from every training
 clip (stages/lib/windows.py): at random positions around the clip's middle and
 at slightly random speeds, the way the live ring buffer sees a sign; clips of
-the no-sign class (`_none`, idle footage) give windows from anywhere in them.
+the no-sign class (`_none`, idle footage) give windows from anywhere in them,
+and `train.edge_windows` windows per sign clip come from its rest lead-in or
+lead-out, labelled no sign (a person holding still before or after a sign).
 Validation uses fixed windows (the centred one plus a few jittered ones drawn
 once with the seed) for EarlyStopping, ReduceLROnPlateau and the best
 checkpoint; the test split is never read here.
@@ -181,7 +183,7 @@ def main() -> None:
 
     jitter = window_settings(settings)
     train_windows = TrainingWindows(train_split, seq_len, settings["batch_size"], settings["windows_per_clip"],
-                                    jitter, params["base"]["seed"], no_sign_index)
+                                    jitter, params["base"]["seed"], no_sign_index, settings["edge_windows"])
     validation = validation_windows(val_split, seq_len, jitter, params["base"]["seed"], no_sign_index)
     for folder in (paths["train_logs"], paths["train_tensorboard"]):
         shutil.rmtree(folder, ignore_errors=True)  # curves of an earlier run must not mix in

@@ -97,12 +97,12 @@ def run(command: list[str], cwd: Path, timeout: int = 900) -> subprocess.Complet
     return result
 
 
-def make_workspace(root: Path) -> Path:
-    """A copy of the pipeline (code, dvc.yaml, tiny params) in its own git + DVC repository at `root`."""
+def make_workspace(root: Path, changes: dict | None = TINY_PARAMS) -> Path:
+    """A copy of the pipeline (code, dvc.yaml, params with `changes`) in its own git + DVC repository at `root`."""
     root.mkdir(parents=True)
     shutil.copytree(REPO_ROOT / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
-    params = deep_update(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), TINY_PARAMS)
+    params = deep_update(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), changes or {})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copy(REPO_ROOT / ".gitignore", root / ".gitignore")
     for folder in ("data", "data/weights", "features", "models", "reports"):
@@ -141,6 +141,21 @@ def trained_workspace(tmp_path_factory):
     (root.parent / FIRST_REPRO_LOG).write_text(first.stdout)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "baseline results"], root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def default_workspace(tmp_path_factory):
+    """The repository's pipeline at its default params, through `dvc repro assemble`: the model a user gets.
+
+    It shares the repository's DVC cache, so on a checkout that has already run
+    `dvc repro` the run cache restores every stage in seconds; a fresh clone (CI)
+    runs the default pipeline once for the whole session.
+    """
+    root = make_workspace(tmp_path_factory.mktemp("default") / "repo", changes=None)
+    (REPO_ROOT / ".dvc" / "cache").mkdir(parents=True, exist_ok=True)
+    run(DVC + ["cache", "dir", str(REPO_ROOT / ".dvc" / "cache")], root)
+    run(DVC + ["repro", "assemble"], root, timeout=3600)
     return root
 
 

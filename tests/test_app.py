@@ -259,7 +259,8 @@ def test_upload_of_a_good_clip_shows_its_top3_the_signs_and_the_frames_the_model
     assert all(f"{rank}. {sign} — " in top3_text for rank, (sign, _) in enumerate(expected.top, 1))
     assert "Signs made in this video" in top3_text
     strip = app.get("image")[0].proto                             # the sampled frames, one image each
-    assert len(strip.imgs) == len(frames) == round(CLIP_FPS and len(served.camera_frames) / CLIP_FPS * SAMPLE_FPS)
+    from stages.lib.video import fixed_rate_indices
+    assert len(strip.imgs) == len(frames) == len(fixed_rate_indices(len(served.camera_frames), CLIP_FPS, SAMPLE_FPS))
 
 
 def test_upload_of_a_corrupt_clip_explains_instead_of_crashing(served):
@@ -371,23 +372,25 @@ def test_live_session_shows_the_mean_of_the_last_steps_and_a_sentence(served):
     assert session.process_frame(served.camera_frames[0], 0.0).buffer_fill == 1 / SEQ_LEN
 
 
-def test_the_live_page_reads_the_cards_one_effective_rate(served, tmp_path, monkeypatch):
+def test_the_live_page_and_session_use_the_cards_one_effective_rate(served):
     """A frames dataset with data.frames_fps 0 used to give a card with rate 0, and the page divided by it.
 
-    The card now always carries the sampling rate every consumer uses (test_sample checks that
-    such a dataset samples at sample.fps); the page shows the window it gives.
+    The card now always carries the sampling rate every consumer uses (test_sample checks that such a
+    dataset samples at sample.fps); the page's caption and a LiveSession work from it. The page itself
+    runs in the browser test (streamlit-webrtc needs a real server).
     """
+    from app.live_session import LiveSession
+    from app.state import SharedModel
+    from app.views.live import model_caption
     from stages.lib.served import load_bundle
-    root = tmp_path / "root"
-    shutil.copytree(served.root / "models", root / "models")
-    shutil.copy(served.root / "params.yaml", root / "params.yaml")
-    card_path = root / "models" / "model.json"
-    card = json.loads(card_path.read_text())
-    assert card["sample_fps"] > 0 and card["sampling"]["fps"] > 0       # one effective rate, always set
-    monkeypatch.setenv("SIGNLANG_ROOT", str(root))
-    app = AppTest.from_file(ENTRY, default_timeout=TIMEOUT).run()
-    assert not app.exception, [error.message for error in app.exception]
-    assert f"{load_bundle(root / 'models/model.keras').window_seconds:.1f} s of signing" in texts(app.caption)
+    from stages.lib.streaming import SpottingSettings
+    bundle = load_bundle(served.model)
+    assert bundle.card["sample_fps"] == bundle.sampling.fps == SAMPLE_FPS > 0
+    assert f"{SEQ_LEN} frames at {SAMPLE_FPS:g} frames/s (≈{SEQ_LEN / SAMPLE_FPS:.1f} s" in model_caption(bundle, "x")
+    session = LiveSession(SharedModel(bundle), SpottingSettings())
+    taken = [session.process_frame(frame, index / CLIP_FPS).buffer_fill
+             for index, frame in enumerate(served.camera_frames[:25])]          # 1 s of camera
+    assert taken[-1] == pytest.approx(SAMPLE_FPS / SEQ_LEN)                     # 5 frames taken in 1 s
 
 
 # --- settings ---------------------------------------------------------------------------------------
