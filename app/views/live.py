@@ -81,6 +81,15 @@ def session_for_model(shared: SharedModel, settings: AppSettings) -> LiveSession
     return live_session
 
 
+def model_caption(bundle, configuration_source: str) -> str:
+    """Under the video: what the model knows and sees (from its card), and where WebRTC's settings came from."""
+    no_sign = (f"no-sign class `{bundle.no_sign_label}`" if bundle.no_sign_label
+               else "no no-sign class: a sign is always named")
+    return (f"{len(bundle.labels)} classes ({no_sign}) · windows of {bundle.seq_len} frames at "
+            f"{bundle.sample_fps:g} frames/s (≈{bundle.window_seconds:.1f} s of signing per prediction) · "
+            f"WebRTC: {configuration_source}")
+
+
 def top3_markdown(snapshot: LiveSnapshot) -> str:
     """The current state and top-3 as text: what screen readers read and the browser test checks."""
     if not snapshot.top:
@@ -150,12 +159,7 @@ def render() -> None:
             video_frame_callback=make_video_frame_callback(live_session),
             async_processing=True,   # frames arriving while one is processed are dropped, not queued
         )
-        bundle = shared.bundle
-        no_sign = (f"no-sign class `{bundle.no_sign_label}`" if bundle.no_sign_label
-                   else "no no-sign class: a sign is always named")
-        st.caption(f"{len(bundle.labels)} classes ({no_sign}) · windows of {bundle.seq_len} frames at "
-                   f"{bundle.sample_fps:g} frames/s (≈{bundle.window_seconds:.1f} s of signing per prediction) · "
-                   f"WebRTC: {configuration_source}")
+        st.caption(model_caption(shared.bundle, configuration_source))
     with text_column:
         with st.container(key=SENTENCE_CONTAINER_KEY):
             sentence = st.empty()
