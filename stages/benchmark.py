@@ -25,7 +25,11 @@ ratios are what to compare):
 - full window: latency of the Keras full graph and of its whole-graph TFLite file;
 - training: one head epoch on windows of embeddings vs one end-to-end epoch of
   the same windows through the frozen backbone (a few steps timed,
-  extrapolated); the ratio compares the best of each.
+  extrapolated); the ratio compares the best of each;
+- int8: the encoder quantised to full integers (calibrated on half of the
+  rendered frames) vs fp32 TFLite on the other half: speed and cosine
+  similarity of the embeddings. The pipeline would offer it only at >= 1.5x
+  the speed with cosine >= 0.99; the figures say whether it does.
 """
 from __future__ import annotations
 
@@ -42,8 +46,8 @@ import keras
 import numpy as np
 
 from stages.lib.backbone import EMBEDDING_SIZE, build_frame_encoder
-from stages.lib.engines import (KerasFrameEngine, TFLiteFrameEngine, TFLiteModel, cached_tflite, convert_to_tflite,
-                                frame_encoder_tflite_path)
+from stages.lib.engines import (KerasFrameEngine, TFLiteFrameEngine, TFLiteModel, cached_tflite,
+                                convert_to_int8_tflite, convert_to_tflite, frame_encoder_tflite_path)
 from stages.lib.machine import cpu_description
 from stages.lib.models import build_full_model, build_head
 from stages.lib.params import load_params
@@ -53,6 +57,8 @@ from stages.lib.streaming import StreamingRecognizer
 from stages.lib.synthetic import SIGNS, make_signer, render_clip
 from stages.lib.video import Sampling, prepare_frame
 
+INT8_CALIBRATION_FRAMES = 200   # representative frames for the int8 activation ranges
+INT8_TIMED_FRAMES = 100         # held-out frames timed and compared
 # Run in a fresh interpreter so its peak RSS is extraction's alone.
 EXTRACT_MEMORY_PROBE = """
 import json, resource, sys, tempfile
@@ -203,6 +209,22 @@ def benchmark_training(model, seq_len: int, num_classes: int, clips: list[np.nda
             "train_windows": windows, "train_batch_size": batch_size}
 
 
+def benchmark_int8(encoder, fp32_engine: TFLiteFrameEngine, clips: list[np.ndarray], settings: dict) -> dict:
+    """Full-integer encoder vs fp32 TFLite, same run: speed, and how close the embeddings stay."""
+    frames = np.concatenate(clips)                                           # (frames, H, W, 3)
+    calibration, held_out = frames[0::2][:INT8_CALIBRATION_FRAMES], frames[1::2][:INT8_TIMED_FRAMES]
+    int8_engine = TFLiteFrameEngine(convert_to_int8_tflite(encoder, calibration))
+    fp32_seconds = timings(lambda: fp32_engine.embed(held_out), settings["repeats"])
+    int8_seconds = timings(lambda: int8_engine.embed(held_out), settings["repeats"])
+    reference, quantised = fp32_engine.embed(held_out), int8_engine.embed(held_out)
+    cosine = (reference * quantised).sum(1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(quantised, axis=1))
+    speedup = float(fp32_seconds.min() / int8_seconds.min())
+    return {**rate_summary("int8_engine", int8_seconds, len(held_out)),
+            "int8_speedup_vs_fp32": round(speedup, 2), "int8_cosine_min": round(float(cosine.min()), 4),
+            "int8_cosine_median": round(float(np.median(cosine)), 4),
+            "int8_offered": bool(speedup >= 1.5 and cosine.min() >= 0.99)}
+
+
 def reference_bundle(folder: Path, encoder_tflite: bytes, head, seq_len: int, sampling: Sampling,
                      num_classes: int) -> ServedBundle:
     """The live path's two TFLite parts, as a bundle the streaming recognizer can run."""
@@ -240,7 +262,8 @@ def main() -> None:
                                                             settings)),
                 ("live step", lambda: benchmark_live_step(bundle, encoder, head, settings)),
                 ("full window", lambda: benchmark_full_window(model, clips[0][None, :seq_len], settings)),
-                ("training", lambda: benchmark_training(model, seq_len, num_classes, clips, settings))):
+                ("training", lambda: benchmark_training(model, seq_len, num_classes, clips, settings)),
+                ("int8", lambda: benchmark_int8(encoder, engine, clips, settings))):
             started = time.perf_counter()
             results.update(measure())
             print(f"benchmark: {name} measured in {time.perf_counter() - started:.0f} s", flush=True)

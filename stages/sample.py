@@ -112,7 +112,8 @@ def sampling_from_params(params: dict) -> Sampling:
     """The one sampling rule of this pipeline, from params.yaml; the model card carries it on."""
     sample = params["sample"]
     return Sampling(fps=float(sample["fps"]), image_size=int(params["base"]["image_size"]),
-                    min_frames=int(sample["min_frames"]), max_seconds=float(sample["max_seconds"]))
+                    min_frames=int(sample["min_frames"]), max_seconds=float(sample["max_seconds"]),
+                    crop=sample["crop"])
 
 
 def plan_jobs(found_files: list[FoundFile], params: dict) -> list[tuple]:

@@ -57,19 +57,23 @@ class TrainingWindows(keras.utils.PyDataset):
     """
 
     def __init__(self, split: SplitClips, seq_len: int, batch_size: int, windows_per_clip: int,
-                 jitter: WindowJitter, seed: int, no_sign_index: int | None, edge_windows: int = 0):
+                 jitter: WindowJitter, seed: int, no_sign_index: int | None, edge_windows: int = 0,
+                 no_sign_windows_per_clip: int | None = None):
         super().__init__()
         self.split, self.seq_len, self.batch_size = split, seq_len, batch_size
         self.windows_per_clip, self.jitter, self.seed = windows_per_clip, jitter, seed
         self.no_sign_index = no_sign_index
         # Per sign clip and epoch: windows cut from its rest lead-in or lead-out, labelled no sign.
         self.edge_windows = edge_windows if no_sign_index is not None else 0
+        self.no_sign_windows_per_clip = no_sign_windows_per_clip or windows_per_clip
         self.epoch = 0
         self.plan_epoch()
 
     def plan_epoch(self) -> None:
         rng = np.random.default_rng([self.seed, self.epoch])
-        clips = np.repeat(np.arange(len(self.split)), self.windows_per_clip)
+        per_clip = np.where(self.split.labels == self.no_sign_index, self.no_sign_windows_per_clip,
+                            self.windows_per_clip)
+        clips = np.repeat(np.arange(len(self.split)), per_clip)
         signs = np.flatnonzero(self.split.labels != self.no_sign_index)
         edges = np.repeat(signs, self.edge_windows)
         plan = np.concatenate([np.stack([clips, np.zeros_like(clips)], 1), np.stack([edges, np.ones_like(edges)], 1)])

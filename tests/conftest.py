@@ -31,11 +31,23 @@ TINY_PARAMS = {
                  "width": 96, "height": 72, "fps": 10, "seconds": 0.8, "idle_clips": 1, "idle_seconds": 2.0,
                  "streams_per_signer": 1, "signs_per_stream_min": 2, "signs_per_stream_max": 3,
                  "idle_stream_seconds": 30},
-    "sample": {"min_frames": 3},
+    "sample": {"fps": 10, "min_frames": 3},
     "train": {"epochs": 3, "patience": 2, "batch_size": 8, "lstm_units": 8, "windows_per_clip": 2},
     "benchmark": {"repeats": 2, "live_steps": 10, "eager_steps": 2, "extract_clips": 2, "e2e_steps": 1,
                   "train_windows": 64, "head_lstm_units": 8, "head_batch_size": 8, "clip_seconds": 1.0},
 }
+
+
+# Tests that need a whole pipeline run, a browser or a served app are "slow": `pytest -m "not slow"`
+# runs the unit and stage tests alone (the developer's loop); the CI runs everything.
+SLOW_FIXTURES = {"trained_workspace", "default_workspace", "finetuned_workspace", "extract_workspace",
+                 "app_server", "chromium"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def write_video(path: Path, frames_bgr: np.ndarray, fps: float = 25.0, fourcc: str = "MJPG") -> Path:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import yaml
 
 from stages.lib.splits import SPLIT_MODES
+from stages.lib.sampling import CROP_MODES
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -88,6 +89,7 @@ def validate_params(params: dict[str, Any]) -> None:
         require_number(params["sample"], "sample", "fps", minimum=1.0, maximum=60.0)
         require_int(params["sample"], "sample", "min_frames", minimum=1)
         require_number(params["sample"], "sample", "max_seconds", minimum=0.0)
+        require_choice(params["sample"], "sample", "crop", CROP_MODES)
         for key in ("val_fraction", "test_fraction"):
             require_number(params["sample"], "sample", key, minimum=0.0, maximum=0.5)
         if params["sample"]["val_fraction"] + params["sample"]["test_fraction"] >= 1.0:

@@ -15,7 +15,8 @@ Usage:
 StreamingRecognizer: frames are taken at the rate training sampled clips
 (the card's `sample_fps`, by the same `SamplingClock` the sample stage ran on
 clip timestamps), not at the camera's rate, so a sign fills the buffer as it
-did in training. Each taken frame runs the backbone once (TFLite), its
+did in training. With the card's crop "signing_space", frames are cut to the
+signer's upper body by the same rule (stages/lib/faces.py), from recent faces. Each taken frame runs the backbone once (TFLite), its
 embedding enters a ring buffer of the last `seq_len`, and the head runs on
 the buffer. With the buffer holding a window's frames, the probabilities
 equal the full graph's on that window (test, <= 1e-4).
@@ -44,7 +45,7 @@ from typing import Iterable
 import numpy as np
 
 from stages.lib.served import Prediction, ServedBundle, prediction_from_probabilities
-from stages.lib.video import SamplingClock, prepare_frame
+from stages.lib.video import SamplingClock, prepare_reduced_frame, reduce_frame
 
 EPSILON_SECONDS = 1e-6
 
@@ -56,6 +57,11 @@ class StreamingRecognizer:
         # A gap longer than a window (a paused stream) refills the buffer with one frame, no more.
         self.clock = SamplingClock(bundle.sample_fps, max_ticks=bundle.seq_len)
         self.embeddings: deque[np.ndarray] = deque(maxlen=bundle.seq_len)   # each (1280,)
+        # The card's crop rule, applied to camera frames as sampling applied it to clips.
+        self.crop_tracker = None
+        if bundle.sampling.crop == "signing_space":
+            from stages.lib.faces import SigningSpaceTracker
+            self.crop_tracker = SigningSpaceTracker()
         self.latest: Prediction | None = None
         self.latest_probabilities: np.ndarray | None = None                # (classes,)
         self.stepped = False          # did the last push run the head (a new model step)?
@@ -88,7 +94,9 @@ class StreamingRecognizer:
         if not ticks:
             self.stepped = False
             return self.latest
-        return self.push_prepared_frame(prepare_frame(frame_bgr, self.bundle.image_size), ticks)
+        reduced = reduce_frame(frame_bgr, self.bundle.image_size)
+        crop = self.crop_tracker.update(reduced, timestamp) if self.crop_tracker is not None else None
+        return self.push_prepared_frame(prepare_reduced_frame(reduced, self.bundle.image_size, crop), ticks)
 
     def push_prepared_frame(self, frame_rgb: np.ndarray, ticks: int = 1) -> Prediction | None:
         """A frame already through `prepare_frame` (image_size², RGB uint8) covering `ticks` clock ticks."""

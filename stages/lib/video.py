@@ -16,8 +16,14 @@ at the identical rate in time.
 Conventions, fixed here and nowhere else:
 - colour order RGB (OpenCV decodes BGR; we convert once, in `prepare_frame`);
 - time first: a clip is (frames, height, width, 3);
-- non-square frames are letterboxed (padded with black to a square, centred)
-  before resizing, so hands near the frame edge are never cropped away;
+- a frame is first shrunk to at most twice the model's size on its long side
+  (INTER_AREA), in sampling and live alike, so big frames cost little and a
+  crop box means the same pixels on either path;
+- with `Sampling.crop` "signing_space", the frame is cut to the square in
+  front of the signer's upper body, found from their face (stages/lib/faces.py;
+  padded with black where it reaches past the frame); without a face, or with
+  crop "none", non-square frames are letterboxed (padded with black to a
+  square, centred), so hands near the frame edge are never cut away;
 - resizing uses INTER_AREA (anti-aliased downscaling);
 - sampling takes frames at one fixed rate in time (`Sampling.fps`), whatever
   the source's frame rate, with the same clock the live path runs on camera
@@ -48,6 +54,8 @@ import cv2
 import numpy as np
 from natsort import natsorted, ns
 
+from stages.lib.sampling import CROP_MODES, CropBox, Sampling  # noqa: F401 (re-exported: the rule and its box)
+
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 RESIZE_INTERPOLATION = cv2.INTER_AREA
@@ -73,28 +81,6 @@ def refusal_kind(reason: str) -> str:
     'too short'
     """
     return reason.split(":", 1)[0].strip()
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How clips become model frames; the model card carries it, so every consumer uses one rule."""
-    fps: float                 # frames per second of stream time that enter the model
-    image_size: int            # side of the square RGB frame
-    min_frames: int = 1        # fewer sampled frames than this: refused (sample.min_frames)
-    max_seconds: float = 0.0   # a usable part longer than this is refused; 0 = no limit (sample.max_seconds)
-
-    def __post_init__(self):
-        if not self.fps > 0:
-            raise ValueError(f"sampling rate must be above 0 frames/s, got {self.fps}")
-
-    def as_dict(self) -> dict:
-        return {"fps": float(self.fps), "image_size": int(self.image_size), "min_frames": int(self.min_frames),
-                "max_seconds": float(self.max_seconds)}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "Sampling":
-        return cls(float(values["fps"]), int(values["image_size"]), int(values.get("min_frames", 1)),
-                   float(values.get("max_seconds", 0.0)))
 
 
 @dataclass(frozen=True)
@@ -185,15 +171,46 @@ def letterbox_to_square(frame: np.ndarray) -> np.ndarray:
                               cv2.BORDER_CONSTANT, value=(0, 0, 0))
 
 
-def prepare_frame(frame_bgr: np.ndarray, image_size: int) -> np.ndarray:
-    """One decoded OpenCV frame (H, W, 3) BGR uint8 -> (image_size, image_size, 3) RGB uint8."""
+def reduce_frame(frame_bgr: np.ndarray, image_size: int) -> np.ndarray:
+    """A decoded frame as 3-channel BGR, shrunk to at most 2 x image_size on its long side (never enlarged)."""
     if frame_bgr.ndim == 2:  # grayscale images and some codecs give one channel
         frame_bgr = cv2.cvtColor(frame_bgr, cv2.COLOR_GRAY2BGR)
     elif frame_bgr.shape[2] == 4:
         frame_bgr = cv2.cvtColor(frame_bgr, cv2.COLOR_BGRA2BGR)
-    square = letterbox_to_square(frame_bgr)
+    height, width = frame_bgr.shape[:2]
+    limit = 2 * image_size
+    if max(height, width) <= limit:
+        return frame_bgr
+    scale = limit / max(height, width)
+    return cv2.resize(frame_bgr, (max(int(round(width * scale)), 1), max(int(round(height * scale)), 1)),
+                      interpolation=RESIZE_INTERPOLATION)
+
+
+def cut_square(frame: np.ndarray, box: CropBox) -> np.ndarray:
+    """The box's pixels of `frame`, black where the box reaches past it: (side, side, 3)."""
+    side = max(int(round(box.side)), 1)
+    left, top = int(round(box.left)), int(round(box.top))
+    height, width = frame.shape[:2]
+    square = np.zeros((side, side, 3), frame.dtype)
+    x0, y0, x1, y1 = max(left, 0), max(top, 0), min(left + side, width), min(top + side, height)
+    if x1 > x0 and y1 > y0:
+        square[y0 - top:y1 - top, x0 - left:x1 - left] = frame[y0:y1, x0:x1]
+    return square
+
+
+def prepare_reduced_frame(reduced_bgr: np.ndarray, image_size: int, crop: CropBox | None = None) -> np.ndarray:
+    """A frame from `reduce_frame` -> (image_size, image_size, 3) RGB uint8: cut to `crop`, or letterboxed."""
+    square = cut_square(reduced_bgr, crop) if crop is not None else letterbox_to_square(reduced_bgr)
     resized = cv2.resize(square, (image_size, image_size), interpolation=RESIZE_INTERPOLATION)
     return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+
+
+def prepare_frame(frame_bgr: np.ndarray, image_size: int, crop: CropBox | None = None) -> np.ndarray:
+    """One decoded OpenCV frame (H, W, 3) BGR uint8 -> (image_size, image_size, 3) RGB uint8.
+
+    `crop` is in the pixels of `reduce_frame(frame_bgr, image_size)`.
+    """
+    return prepare_reduced_frame(reduce_frame(frame_bgr, image_size), image_size, crop)
 
 
 def sample_clip(path: str | Path, sampling: Sampling, frame_range: tuple[int, int] | None = None,
@@ -225,7 +242,7 @@ def sample_video(path: str | Path, sampling: Sampling, frame_range: tuple[int, i
             first, last, range_note = resolve_frame_range(frame_range, count_decodable_frames(path))
     expected = (last if last is not None else header_count - 1) - first + 1
     check_not_too_long(expected, fps, sampling)
-    frames, decoded = decode_at_fixed_rate(path, fps, first, last, sampling)
+    reduced, decoded = decode_at_fixed_rate(path, fps, first, last, sampling)
     usable = decoded - first
     if usable <= 0:
         raise ClipRefused(f"frame range outside the clip: starts at frame {first}, the clip has {decoded} "
@@ -234,27 +251,53 @@ def sample_video(path: str | Path, sampling: Sampling, frame_range: tuple[int, i
     notes = [range_note]
     if truncated:
         notes.insert(0, f"header says {header_count} frames, {decoded} decodable; sampled those")
-        if len(frames) < sampling.min_frames:
+        if len(reduced) < sampling.min_frames:
             raise ClipRefused(f"truncated: {decoded} of the {header_count} frames the header declares are "
                               f"decodable, need at least {sampling.min_frames} at {sampling.fps:g} frames/s "
                               "(sample.min_frames)")
     if not header_fps:
         notes.append(f"no frame rate in the container: taken as {FALLBACK_CAMERA_FPS:g} frames/s")
-    check_long_enough(len(frames), sampling)
-    return SampledClip(frames=np.stack(frames), num_frames=usable, fps=header_fps,
+    check_long_enough(len(reduced), sampling)
+    frames, crop_note = prepare_clip_frames(reduced, sampling)
+    notes.append(crop_note)
+    return SampledClip(frames=frames, num_frames=usable, fps=header_fps,
                        note="; ".join(note for note in notes if note))
+
+
+def prepare_clip_frames(reduced: list[np.ndarray], sampling: Sampling) -> tuple[np.ndarray, str]:
+    """Reduced BGR frames (one per tick; a frame covering two ticks appears twice) -> (frames RGB, note).
+
+    With crop "signing_space" the clip's box comes from the faces found in it;
+    none found: the whole frame, letterboxed, and a note for the manifest.
+    """
+    crop, note = None, ""
+    if sampling.crop == "signing_space":
+        from stages.lib.faces import signing_space_of_clip   # TensorFlow loads only when cropping is asked for
+        crop = signing_space_of_clip(unique_frames(reduced))
+        if crop is None:
+            note = "no face found: whole frame used (sample.crop signing_space)"
+    prepared: dict[int, np.ndarray] = {}
+    for frame in reduced:                      # repeated ticks share one frame object: prepare it once
+        if id(frame) not in prepared:
+            prepared[id(frame)] = prepare_reduced_frame(frame, sampling.image_size, crop)
+    return np.stack([prepared[id(frame)] for frame in reduced]), note         # (ticks, S, S, 3)
+
+
+def unique_frames(frames: list[np.ndarray]) -> list[np.ndarray]:
+    seen: set[int] = set()
+    return [frame for frame in frames if not (id(frame) in seen or seen.add(id(frame)))]
 
 
 def decode_at_fixed_rate(path: Path, fps: float, first: int, last: int | None,
                          sampling: Sampling) -> tuple[list[np.ndarray], int]:
-    """Walk the stream once from frame 0 to `last` (or the end); prepare only the frames the clock takes.
+    """Walk the stream once from frame 0 to `last` (or the end); keep only the frames the clock takes.
 
     `grab()` every frame and `retrieve()` only the wanted ones: measured here at
     about half the cost of seeking. Decoding stops at the range's last frame
     (a WLASL range in a raw YouTube video ends long before the file does), and
     a clip that turns out longer than `sampling.max_seconds` stops as soon as it
-    is known to be too long. Returns (prepared frames, (H, W, 3) RGB each, the
-    index one past the last frame decoded).
+    is known to be too long. Returns (frames through `reduce_frame`, BGR, one per
+    tick, the index one past the last frame decoded).
     """
     clock = SamplingClock(sampling.fps)
     limit = sampling.max_seconds * fps if sampling.max_seconds > 0 else math.inf
@@ -271,7 +314,7 @@ def decode_at_fixed_rate(path: Path, fps: float, first: int, last: int | None,
                     ok, frame = capture.retrieve()
                     if not ok or frame is None:
                         break  # a frame that cannot be decoded ends the usable part of the clip
-                    frames.extend([prepare_frame(frame, sampling.image_size)] * ticks)
+                    frames.extend([reduce_frame(frame, sampling.image_size)] * ticks)
             index += 1
     finally:
         capture.release()
@@ -316,13 +359,14 @@ def sample_frame_folder(folder: str | Path, sampling: Sampling, frame_range: tup
     if fps <= 0:
         note = "; ".join(filter(None, [note, f"frame rate unknown (data.frames_fps 0): each image taken as one "
                                              f"tick at {sampling.fps:g} frames/s"]))
-    frames = np.stack([frames_by_index[index] for index in wanted])  # (sampled, H, W, 3)
-    return SampledClip(frames=frames, num_frames=usable, fps=float(fps), note=note)
+    frames, crop_note = prepare_clip_frames([frames_by_index[index] for index in wanted], sampling)
+    return SampledClip(frames=frames, num_frames=usable, fps=float(fps),
+                       note="; ".join(filter(None, [note, crop_note])))
 
 
 def read_frame_images(images: list[Path], first: int, last: int, wanted: set[int],
                       image_size: int) -> dict[int, np.ndarray]:
-    """Decode images[first..last]; prepare the wanted ones; refuse the clip if any image is unreadable."""
+    """Decode images[first..last]; reduce the wanted ones; refuse the clip if any image is unreadable."""
     frames_by_index: dict[int, np.ndarray] = {}
     unreadable: list[str] = []
     for index in range(first, last + 1):
@@ -331,7 +375,7 @@ def read_frame_images(images: list[Path], first: int, last: int, wanted: set[int
         if frame is None or frame.size == 0:
             unreadable.append(images[index].name)
         elif index in wanted:
-            frames_by_index[index] = prepare_frame(frame, image_size)
+            frames_by_index[index] = reduce_frame(frame, image_size)
     if unreadable:
         raise ClipRefused(f"unreadable frame images: {len(unreadable)} of {last - first + 1}, "
                           f"first {unreadable[0]!r}")

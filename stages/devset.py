@@ -1,0 +1,142 @@
+"""Accuracy on a folder of real clips, end to end, and what each lever buys: an opt-in recipe, not a stage.
+
+Usage:
+    python -m stages.devset /path/to/wlasl50                   # default params: one row, the headline figures
+    python -m stages.devset /path/to/wlasl50 --levers          # + each lever as a DVC experiment: the ablation table
+    python -m stages.devset /path/to/wlasl50 --diagnose        # why: face size in the model's frame, embedding
+                                                               # variance by clip, loss curves, temporal centring
+
+It builds its own workspace (`--workspace`, default ~/.cache/signlang/devset/<folder name>): a
+copy of this repository's code, dvc.yaml and params.yaml with `data.source: folder` and
+`data.path` set (nothing else), in its own git + DVC repository, so that every row is
+`dvc repro` or `dvc exp run -S ...` exactly as a user would run it, the levers share the
+sampled frames and embeddings that do not depend on them, and `dvc exp show` there lists
+them all. Validation figures pick levers; test figures are printed for the final table only.
+The clips stay where they are: the workspace names the folder, it never copies or commits them.
+
+Each row prints validation and test top-1 and top-3 accuracy, and the run's wall time on this
+machine (with the CPU model), as a markdown table; `--json` writes it too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from stages.lib.backbone import weights_cache_dir
+from stages.lib.machine import cpu_description
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+# The levers of the README's ablation table: a name, and the params a user would set for it.
+LEVERS: tuple[tuple[str, dict], ...] = (
+    ("whole frame, letterboxed (sample.crop none)", {"sample.crop": "none"}),
+    ("crop to the signing space (sample.crop signing_space)", {"sample.crop": "signing_space"}),
+    ("test-time averaging over 3 windows (evaluate.windows 3)", {"evaluate.windows": 3}),
+    ("no edge windows as no-sign (train.edge_windows 0)", {"train.edge_windows": 0}),
+    ("stronger dropout (train.dropout 0.5)", {"train.dropout": 0.5}),
+    ("wider head (train.lstm_units 128)", {"train.lstm_units": 128}),
+    ("end-to-end fine-tuning, 2 epochs (finetune.enabled)", {"finetune.enabled": True, "finetune.epochs": 2}),
+)
+FIGURES = ("val_accuracy", "val_top3_accuracy", "test_accuracy", "test_top3_accuracy")
+
+
+def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed in {cwd}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def make_workspace(dataset: Path, workspace: Path) -> None:
+    """The repository's pipeline pointed at `dataset`, in its own git + DVC repository (made once)."""
+    if (workspace / ".dvc").is_dir():
+        return
+    workspace.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPOSITORY / "stages", workspace / "stages", ignore=shutil.ignore_patterns("__pycache__"),
+                    dirs_exist_ok=True)
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(REPOSITORY / name, workspace / name)
+    params = yaml.safe_load((REPOSITORY / "params.yaml").read_text())
+    params["data"].update(source="folder", path=str(dataset.resolve()))
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for folder in ("data/weights", "features", "models", "reports"):
+        (workspace / folder).mkdir(parents=True, exist_ok=True)
+        (workspace / folder / ".gitkeep").touch()
+    (workspace / "data" / ".gitkeep").touch()
+    for command in (["git", "init", "-q"], ["git", "config", "user.email", "devset@localhost"],
+                    ["git", "config", "user.name", "devset"], [sys.executable, "-m", "dvc", "init", "-q"],
+                    ["git", "add", "-A"], ["git", "commit", "-qm", "devset workspace"]):
+        run(command, workspace)
+
+
+def read_figures(workspace: Path) -> dict:
+    metrics = json.loads((workspace / "reports" / "metrics.json").read_text())
+    return {key: metrics.get(key) for key in FIGURES}
+
+
+def timed(command: list[str], workspace: Path) -> tuple[dict, float]:
+    started = time.perf_counter()
+    run(command, workspace)
+    return read_figures(workspace), time.perf_counter() - started
+
+
+def baseline_row(workspace: Path) -> dict:
+    figures, seconds = timed([sys.executable, "-m", "dvc", "repro", "evaluate"], workspace)
+    run(["git", "add", "-A"], workspace)
+    subprocess.run(["git", "commit", "-qm", "baseline"], cwd=workspace, capture_output=True)
+    return {"row": "defaults (only data.source, data.path set)", **figures, "seconds": round(seconds)}
+
+
+def lever_row(workspace: Path, name: str, changes: dict) -> dict:
+    settings = [item for key, value in changes.items() for item in ("-S", f"{key}={json.dumps(value)}")]
+    figures, seconds = timed([sys.executable, "-m", "dvc", "exp", "run", *settings, "evaluate"], workspace)
+    run(["git", "reset", "--hard", "-q"], workspace)                       # back to the baseline for the next
+    run([sys.executable, "-m", "dvc", "checkout", "--force", "-q"], workspace)
+    return {"row": name, **figures, "seconds": round(seconds)}
+
+
+def markdown_table(rows: list[dict]) -> str:
+    cpu = cpu_description()
+    lines = [f"Measured on {cpu['cpu_model']} ({cpu['cpu_cores']} cores; {cpu['cpu_vector_extensions']}).", "",
+             "| run | val top-1 | val top-3 | test top-1 | test top-3 | wall time |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        cells = [f"{row[key]:.3f}" if isinstance(row.get(key), float) else "–" for key in FIGURES]
+        lines.append(f"| {row['row']} | " + " | ".join(cells) + f" | {row['seconds']} s |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", type=Path, help="a folder of clips in the folder layout (<sign>/<clip>.mp4)")
+    parser.add_argument("--workspace", type=Path, help="where the pipeline runs (default: under ~/.cache/signlang)")
+    parser.add_argument("--levers", action="store_true", help="run each lever as an experiment: the ablation table")
+    parser.add_argument("--diagnose", action="store_true", help="print the diagnosis figures of the README")
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    arguments = parser.parse_args(argv)
+    if not arguments.dataset.is_dir():
+        raise SystemExit(f"{arguments.dataset} is not a folder")
+    workspace = arguments.workspace or weights_cache_dir() / "devset" / arguments.dataset.resolve().name
+    make_workspace(arguments.dataset, workspace)
+    print(f"workspace: {workspace}", flush=True)
+    rows = [baseline_row(workspace)]
+    print(markdown_table(rows), flush=True)
+    if arguments.levers:
+        for name, changes in LEVERS:
+            rows.append(lever_row(workspace, name, changes))
+            print(f"{name}: {rows[-1]}", flush=True)
+        print(markdown_table(rows))
+    if arguments.diagnose:
+        from stages.lib.diagnosis import diagnose_workspace
+        print(json.dumps(diagnose_workspace(workspace), indent=2))
+    if arguments.json:
+        arguments.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
