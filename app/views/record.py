@@ -146,16 +146,23 @@ def show_result(recorder: Recorder, status: RecorderStatus, settings: AppSetting
         st.video(previews[str(clip)], format="video/webm", loop=True, autoplay=True, muted=True)
     st.caption(f"New clip: `{settings.relative(clip)}`")
     keep_column, discard_column = st.columns(2)
-    if keep_column.button("Keep", type="primary", icon=":material/check:", use_container_width=True):
-        recorder.clear()
-        st.toast(f"Kept {clip.name}")
-        st.rerun()
-    if discard_column.button("Discard", icon=":material/delete:", use_container_width=True):
-        if is_recording_of(clip, settings.recordings_dir):       # only a clip of the folder, never another file
-            clip.unlink()
-        recorder.clear()
-        st.toast(f"Discarded {clip.name}")
-        st.rerun()
+    # Callbacks run before the page's next run, so that run already shows the camera ready again.
+    keep_column.button("Keep", type="primary", icon=":material/check:", use_container_width=True,
+                       on_click=keep_clip, args=(recorder, clip))
+    discard_column.button("Discard", icon=":material/delete:", use_container_width=True,
+                          on_click=discard_clip, args=(recorder, clip, settings))
+
+
+def keep_clip(recorder: Recorder, clip: Path) -> None:
+    recorder.clear()
+    st.toast(f"Kept {clip.name}")
+
+
+def discard_clip(recorder: Recorder, clip: Path, settings: AppSettings) -> None:
+    if is_recording_of(clip, settings.recordings_dir):       # only a clip of the folder, never another file
+        clip.unlink()
+    recorder.clear()
+    st.toast(f"Discarded {clip.name}")
 
 
 def status_markdown(status: RecorderStatus, playing: bool) -> str:
@@ -197,8 +204,11 @@ def render() -> None:
         st.error(f"Cannot read the recordings folder `{settings.relative(settings.recordings_dir)}`: {error}")
         return
     sign, signer, problems = chosen_names(summary)
-    for problem in problems:
-        st.error(problem, icon=":material/block:")
+    # One container whatever it holds: elements appearing above the camera would move it in the page's
+    # layout, and Streamlit would then mount a new camera component and stop the stream.
+    with st.container():
+        for problem in problems:
+            st.error(problem, icon=":material/block:")
     recorder = recorder_for(settings)
 
     video_column, control_column = st.columns([3, 2])
