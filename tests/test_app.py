@@ -473,6 +473,37 @@ def test_record_page_counts_clips_per_sign_and_signer_and_warns(recordings_root)
     assert app.selectbox(key="record_sign_choice").options == ["➕ New sign", "thanks", "wave"]
 
 
+def recorder_with_a_new_clip(root: Path):
+    """The Record page's Recorder, driven by hand through a countdown and 1 s of frames, as the camera would."""
+    from app.recorder import SAVED, Recorder, RecordingRequest
+    recorder = Recorder(root / "data" / "recordings")
+    recorder.start(RecordingRequest("thanks", "ana", seconds=1.0, countdown_seconds=0.2))
+    for index in range(30):
+        recorder.process_frame(np.full((48, 64, 3), 40 + 5 * index, np.uint8), index / 20)
+    assert wait_for(lambda: recorder.status().phase == SAVED, 30), recorder.status()
+    return recorder
+
+
+@pytest.mark.parametrize("choice", ["Keep", "Discard"])
+def test_record_page_plays_the_new_clip_back_with_keep_and_discard(recordings_root, choice):
+    recorder = recorder_with_a_new_clip(recordings_root)
+    clip = recorder.status().clip_path
+    app = page("record")
+    app.session_state["recorder"] = recorder                 # the session's Recorder, as the camera left it
+    app.run()
+    assert not app.exception, [error.message for error in app.exception]
+    assert len(app.get("video")) == 1                           # the clip, played back (a WebM copy)
+    assert f"New clip: `data/recordings/thanks/{clip.name}`" in texts(app.caption)
+    next(button for button in app.button if button.label == choice).click().run()
+    assert recorder.status().phase == "idle" and not app.get("video")
+    assert clip.exists() == (choice == "Keep")
+    if choice == "Keep":
+        assert app.dataframe[0].value[["sign", "ana", "clips"]].to_dict("records") == [
+            {"sign": "thanks", "ana": 1, "clips": 1}]
+    else:
+        assert "No clips yet" in texts(app.info) and list((recordings_root / "data/recordings").rglob("*.mp4")) == []
+
+
 def train_button(app: AppTest):
     return next(button for button in app.button if button.label == "Train on my recordings")
 
@@ -513,6 +544,9 @@ def test_a_second_click_while_a_run_goes_says_so_links_to_it_and_cancel_ends_it(
     train_button(second).click().run()
     assert f"A training run is going already: [{run.name}](train?run={run.name})" in texts(second.warning)
     assert latest_run(recordings_root).name == run.name       # and no second run started
+    record = run_page("record")                                # no clip may change under a running run
+    assert f"A training run ({run.name}) is reading the recordings" in texts(record.info)
+    assert record_button(record).disabled
 
     assert wait_for(lambda: latest_run(recordings_root).status == RUNNING, 60)
     second.run()

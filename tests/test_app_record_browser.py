@@ -12,7 +12,7 @@ fake camera plays a built-in clip in a loop: a sign (`wave`, `clap`,
 (`_none`). One camera file per browser launch, so the test relaunches the
 browser for each. On the Record page it types the sign, then a signer's name,
 and presses Record and Keep three times for each of two signer names (`ana`,
-`ben`): six clips per sign. On the Train page it presses "Train on my
+`ben`): six clips per sign; one clip more is played back and discarded. On the Train page it presses "Train on my
 recordings" with test-sized params passed the way a user passes them:
 params.yaml `record.train_overrides` (64 px frames, windows of 8 frames at 5
 frames/s, a small head), which the page prefills as its extra `-S` settings.
@@ -41,14 +41,14 @@ IDLE = "_none"
 SIGNERS = ("ana", "ben")
 CLIPS_PER_SIGNER = 3                      # 6 clips of each sign
 HELD_OUT_SIGN = "clap"
-SEED, CAMERA_FPS, CAMERA_WIDTH, CAMERA_HEIGHT = 42, 25, 128, 96
+SEED, CAMERA_FPS, CAMERA_WIDTH, CAMERA_HEIGHT = 42, 25, 160, 120
 DRAWN_SIGNERS = (0, 1)                    # the synthetic people the recording cameras show, in turn
 TAKES_PER_SIGNER = 3                      # repetitions 0..2 in the recording loops; the held-out clip is 5
 HELD_OUT_REPETITION = 5
 # What the workspace's params.yaml says, as a user would set it for a quick first run.
 RECORD_PARAMS = {
     "seconds": 1.5, "countdown_seconds": 0.3, "target_clips": 6,
-    "train_overrides": ["base.image_size=64", "base.seq_len=8", "sample.fps=5", "sample.min_frames=4",
+    "train_overrides": ["base.image_size=96", "base.seq_len=8", "sample.fps=5", "sample.min_frames=4",
                         "train.epochs=40", "train.patience=15", "train.lstm_units=16", "train.batch_size=16",
                         "train.learning_rate=0.003", "train.windows_per_clip=8", "train.edge_windows=0"],
 }
@@ -208,6 +208,28 @@ def record_sign(browser: Browser, cameras: Path, url: str, sign: str, clips_per_
             record_one_clip(driver)
 
 
+def record_and_discard_one_more(driver) -> None:
+    """One clip more, played back (the Record page's screenshot), then Discard: it must be gone."""
+    click(driver, "Record")
+    assert wait_until(lambda: "Saved." in text_of(driver, STATUS_SELECTOR) and button(driver, "Discard"),
+                      CLIP_SECONDS, interval=0.2), text_of(driver, STATUS_SELECTOR)
+    if TAKE_SCREENSHOTS:
+        time.sleep(1.5)                                       # the clip plays back
+        screenshot(driver, "record.png")
+    click(driver, "Discard")
+    assert wait_until(lambda: "Camera on" in text_of(driver, STATUS_SELECTOR), 15, interval=0.2)
+
+
+def screenshot(driver, name: str) -> None:
+    """The whole page, scrolled to its top, with the pointer off any tooltip."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    driver.execute_script("window.scrollTo(0, 0); for (const element of document.querySelectorAll("
+                          "'[data-testid=\"stMain\"], [data-testid=\"stAppViewContainer\"]')) element.scrollTop = 0;")
+    ActionChains(driver).move_to_element(driver.find_element(By.TAG_NAME, "h1")).perform()
+    save_page_screenshot(driver, SCREENSHOT_DIR / name)
+
+
 def clip_counts(root: Path) -> dict[str, int]:
     folder = root / "data" / "recordings"
     return {sign.name: len(list(sign.glob("*.mp4"))) for sign in sorted(folder.iterdir()) if sign.is_dir()}
@@ -231,8 +253,8 @@ def test_record_train_and_recognise_your_own_signs(tmp_path, app_server, browser
     for sign in SIGNS + (IDLE,):
         record_sign(browser, cameras, url, sign, CLIPS_PER_SIGNER)
     assert clip_counts(root) == {sign: 2 * CLIPS_PER_SIGNER for sign in (IDLE, *SIGNS)}
-    if TAKE_SCREENSHOTS:
-        save_page_screenshot(browser.driver, SCREENSHOT_DIR / "record.png")
+    record_and_discard_one_more(browser.driver)
+    assert clip_counts(root) == {sign: 2 * CLIPS_PER_SIGNER for sign in (IDLE, *SIGNS)}
     timings["record"] = time.monotonic() - started
 
     driver = browser.driver
@@ -247,22 +269,23 @@ def test_record_train_and_recognise_your_own_signs(tmp_path, app_server, browser
         driver = browser.driver
         driver.get(f"{url}/train")
         wait_until(lambda: "The same run from a terminal" in page_text(driver), PAGE_READY_SECONDS)
-    assert "base.image_size=64" in text_of(driver, "textarea")            # the params.yaml overrides, prefilled
+    assert "base.image_size=96" in text_of(driver, "textarea")            # the params.yaml overrides, prefilled
     click(driver, "Train on my recordings")
     finished = wait_until(lambda: "The run finished" in page_text(driver) or "The run failed" in page_text(driver),
                           RUN_SECONDS, interval=2)
     assert finished and "The run finished" in page_text(driver), page_text(driver)[-3000:]
     assert "Test accuracy" in page_text(driver)
     if TAKE_SCREENSHOTS:
-        save_page_screenshot(driver, SCREENSHOT_DIR / "train.png")
+        screenshot(driver, "train.png")
     timings["train"] = time.monotonic() - started - timings["record"]
 
     driver = browser.launch(camera_file(cameras, HELD_OUT_SIGN, range(HELD_OUT_REPETITION, HELD_OUT_REPETITION + 1)))
     driver.get(f"{url}/model")
-    click(driver, "Use it on the Live page", PAGE_READY_SECONDS)
-    assert wait_until(lambda: "models/recordings/rec-" in selected_model(driver), 30), selected_model(driver)
+    assert wait_until(lambda: button(driver, "Use it on the Live page"), PAGE_READY_SECONDS), page_text(driver)
     if TAKE_SCREENSHOTS:
-        save_page_screenshot(driver, SCREENSHOT_DIR / "model.png")
+        screenshot(driver, "model.png")
+    click(driver, "Use it on the Live page")
+    assert wait_until(lambda: "models/recordings/rec-" in selected_model(driver), 30), selected_model(driver)
     navigate(driver, "Live")                       # in the same browser session: the choice holds
     start_camera(driver, lambda: frames_arrived(driver))
     named = wait_until(lambda: HELD_OUT_SIGN in sentence_signs(driver), LIVE_SECONDS)

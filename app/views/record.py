@@ -23,7 +23,6 @@ half seen by it.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import av
@@ -51,7 +50,13 @@ PREVIEW_KEY = "record_preview"            # {clip path: webm bytes} of the clip 
 STATUS_CONTAINER_KEY = "record_status"    # CSS class st-key-record_status: the recorder's state as text
 SIGN_CHOICE, IDLE_CHOICE = "A sign", "No sign (idle)"
 NEW_SIGN = "➕ New sign"
-REFRESH_SECONDS = 0.1
+REFRESH_SECONDS = 0.25                    # how often the status line is redrawn while the camera plays
+
+
+def camera_keeps_its_place():
+    """One element above the camera, whatever it holds: an element appearing before the camera would
+    move it in the page's layout, and Streamlit would mount a new camera component and stop the stream."""
+    return st.container()
 
 
 def recorder_for(settings: AppSettings) -> Recorder:
@@ -106,20 +111,21 @@ def chosen_names(summary: RecordingsSummary) -> tuple[str | None, str | None, li
                              help=f"Idle clips (class `{NO_SIGN_LABEL}`) teach the model when no sign is made.")
     problems, sign, signer = [], None, None
     existing = [sign for sign in summary.signs if sign != NO_SIGN_LABEL]
-    if kind == IDLE_CHOICE:
-        sign = check_sign_name(NO_SIGN_LABEL, existing, idle=True)
-        sign_column.markdown(f"**Sign:** `{NO_SIGN_LABEL}`, no sign  \nStand at rest, fidget, raise your hands "
-                             "and drop them, without signing.")
-    else:
-        options = sign_options(summary)
-        prepare_sign_choice(options)
-        choice = sign_column.selectbox("Sign", options, key=SIGN_CHOICE_KEY)
-        typed = sign_column.text_input("New sign's name", key=NEW_SIGN_KEY, placeholder="e.g. thanks") \
-            if choice == NEW_SIGN else choice
-        try:
-            sign = check_sign_name(typed, existing)
-        except NameRefused as refusal:
-            problems.append(str(refusal))
+    with sign_column:
+        if kind == IDLE_CHOICE:
+            sign = check_sign_name(NO_SIGN_LABEL, existing, idle=True)
+            st.markdown(f"**Sign:** `{NO_SIGN_LABEL}`, no sign  \nStand at rest, fidget, raise your hands "
+                        "and drop them, without signing.")
+        else:
+            options = sign_options(summary)
+            prepare_sign_choice(options)
+            choice = st.selectbox("Sign", options, key=SIGN_CHOICE_KEY)
+            typed = st.text_input("New sign's name", key=NEW_SIGN_KEY, placeholder="e.g. thanks") \
+                if choice == NEW_SIGN else choice
+            try:
+                sign = check_sign_name(typed, existing)
+            except NameRefused as refusal:
+                problems.append(str(refusal))
     try:
         signer = check_signer_name(signer_column.text_input("Your name (the signer)", key=SIGNER_KEY,
                                                             placeholder="e.g. ana"))
@@ -204,9 +210,7 @@ def render() -> None:
         st.error(f"Cannot read the recordings folder `{settings.relative(settings.recordings_dir)}`: {error}")
         return
     sign, signer, problems = chosen_names(summary)
-    # One container whatever it holds: elements appearing above the camera would move it in the page's
-    # layout, and Streamlit would then mount a new camera component and stop the stream.
-    with st.container():
+    with camera_keeps_its_place():
         for problem in problems:
             st.error(problem, icon=":material/block:")
     recorder = recorder_for(settings)
@@ -228,22 +232,26 @@ def render() -> None:
                     "(see the Train page).", icon=":material/hourglass_top:")
         if record_clicked:
             start_recording(recorder, sign, signer, settings)
-        with st.container(key=STATUS_CONTAINER_KEY):
-            status_text = st.empty()
-        status = recorder.status()
-        status_text.markdown(status_markdown(status, playing))
-        show_result(recorder, status, settings)
+        follow_recorder(recorder, playing)
+        show_result(recorder, recorder.status(), settings)
     show_table(summary, settings)
 
-    # While the camera plays, this run keeps the status line current and reruns the page once the
-    # recording has a result (the clip to play back, or why not). A widget change ends the loop.
-    while playing and context.state.playing:
+
+def follow_recorder(recorder: Recorder, playing: bool) -> None:
+    """The recorder's state, redrawn while the camera plays (a fragment: the rest of the page stays, and
+    the page's own run ends, so nothing an earlier run drew lingers); the page reruns when a recording
+    has its result (the clip to play back, or why not)."""
+
+    @st.fragment(run_every=REFRESH_SECONDS if playing else None)
+    def status_line() -> None:
         status = recorder.status()
-        status_text.markdown(status_markdown(status, True))
+        with st.container(key=STATUS_CONTAINER_KEY):
+            st.markdown(status_markdown(status, playing))
         if status.phase in (SAVED, FAILED) and st.session_state.get(SHOWN_RESULT_KEY) != status.generation:
             st.session_state[SHOWN_RESULT_KEY] = status.generation
-            st.rerun()
-        time.sleep(REFRESH_SECONDS)
+            st.rerun(scope="app")
+
+    status_line()
 
 
 def start_recording(recorder: Recorder, sign: str, signer: str, settings: AppSettings) -> None:

@@ -107,11 +107,16 @@ def show_progress(run: TrainingRun) -> None:
 
 
 def show_metrics(run: TrainingRun) -> None:
+    """The run's validation and test figures, each with the number of clips it stands on."""
     metrics = run.state.get("metrics") or {}
-    shown = [(label, metrics[key]) for key, label in FIGURES if key in metrics]
-    for column, (label, value) in zip(st.columns(max(len(shown), 1)), shown):
-        column.metric(label, f"{value:.1%}" if isinstance(value, float) and value <= 1 else f"{value}")
-    st.caption("Validation picks checkpoints; the test split is held out for this report only.")
+    shown = [(key, label, metrics[key]) for key, label in FIGURES if key in metrics]
+    for column, (key, label, value) in zip(st.columns(max(len(shown), 1)), shown):
+        clips = metrics.get(f"num_{key.split('_')[0]}_clips") if key.startswith(("val_", "test_")) else None
+        column.metric(label, f"{value:.1%}" if isinstance(value, float) and value <= 1 else f"{value}",
+                      f"on {clips} clip{'s' if clips != 1 else ''}" if clips is not None else None,
+                      delta_color="off", delta_arrow="off")
+    st.caption("Validation picks checkpoints; the test split is held out for this report only. On a few clips "
+               "each figure moves a lot: more clips, and more signers, make them worth more.")
 
 
 def use_model_button(settings: AppSettings, run: TrainingRun) -> None:
