@@ -50,7 +50,9 @@ PREVIEW_KEY = "record_preview"            # {clip path: webm bytes} of the clip 
 STATUS_CONTAINER_KEY = "record_status"    # CSS class st-key-record_status: the recorder's state as text
 SIGN_CHOICE, IDLE_CHOICE = "A sign", "No sign (idle)"
 NEW_SIGN = "➕ New sign"
-REFRESH_SECONDS = 0.25                    # how often the status line is redrawn while the camera plays
+# How often the status line is redrawn while the camera plays: the countdown and progress are drawn on
+# the video itself; a faster redraw costs the server's CPU, which the WebRTC stream needs more.
+REFRESH_SECONDS = 0.5
 
 
 def camera_keeps_its_place():
