@@ -4,6 +4,7 @@ Usage:
     from app.settings import load_settings
     settings = load_settings()
     settings.models_dir, settings.path("metrics"), settings.max_upload_mb
+    settings.recordings_dir, settings.record_setting("seconds")
     configuration, source = rtc_configuration()
 
 Paths come from params.yaml's `paths:` section (their one home), resolved under
@@ -30,8 +31,10 @@ RTC_SECRETS_KEY = "rtc_configuration"
 # need, and it never contacts a third party. Behind NAT, set a TURN server (see README).
 DEFAULT_RTC_CONFIGURATION: dict[str, Any] = {"iceServers": []}
 
-# Defaults for an `app:` section missing from an older params.yaml (values as in params.yaml).
+# Defaults for an `app:` or `record:` section missing from an older params.yaml (values as in params.yaml).
 DEFAULT_APP_SETTINGS = {"max_upload_mb": 50, "sentence_length": 12, "gallery_clips": 6}
+DEFAULT_RECORD_SETTINGS = {"recordings": "data/recordings", "seconds": 2.5, "countdown_seconds": 3,
+                           "target_clips": 10, "train_overrides": []}
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,19 @@ class AppSettings:
 
     def app_setting(self, name: str) -> Any:
         return {**DEFAULT_APP_SETTINGS, **(self.params.get("app") or {})}[name]
+
+    def record_setting(self, name: str) -> Any:
+        return {**DEFAULT_RECORD_SETTINGS, **(self.params.get("record") or {})}[name]
+
+    @property
+    def record_params(self) -> dict:
+        """The params with a complete `record:` section (what app.recordings reads)."""
+        return {**self.params, "record": {**DEFAULT_RECORD_SETTINGS, **(self.params.get("record") or {})}}
+
+    @property
+    def recordings_dir(self) -> Path:
+        """Where the Record page writes clips (record.recordings), under the root unless absolute."""
+        return self.root / self.record_setting("recordings")
 
     @property
     def models_dir(self) -> Path:

@@ -1,4 +1,4 @@
-"""Sign-language recognition in the browser: live webcam, upload, model, results, gallery.
+"""Sign-language recognition in the browser: live webcam, upload, gallery, your own signs, model, results.
 
 Usage (from the repository root, after `dvc repro`):
     streamlit run app/streamlit_app.py
@@ -21,7 +21,7 @@ import streamlit as st  # noqa: E402  (after the sys.path line above)
 # which the pages pull in through stages.lib: the other order crashes with a segfault.
 import streamlit_webrtc  # noqa: E402,F401
 
-from app.views import gallery, live, model, results, upload  # noqa: E402
+from app.views import gallery, live, model, record, results, train, upload  # noqa: E402
 
 
 def main() -> None:
@@ -30,6 +30,8 @@ def main() -> None:
         st.Page(live.render, title="Live", icon=":material/videocam:", default=True),   # at the root URL
         st.Page(upload.render, title="Upload", icon=":material/upload:", url_path="upload"),
         st.Page(gallery.render, title="Gallery", icon=":material/photo_library:", url_path="gallery"),
+        st.Page(record.render, title="Record", icon=":material/radio_button_checked:", url_path="record"),
+        st.Page(train.render, title="Train", icon=":material/rocket_launch:", url_path="train"),
         st.Page(model.render, title="Model", icon=":material/model_training:", url_path="model"),
         st.Page(results.render, title="Results", icon=":material/analytics:", url_path="results"),
     ]

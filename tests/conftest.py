@@ -78,6 +78,24 @@ def write_frame_images(folder: Path, frames_bgr: np.ndarray, name: str = "frame_
     return paths
 
 
+def write_recordings(folder: Path, clips: dict[str, int], signers: tuple[str, ...] = ("ana", "ben"),
+                     frames: int = 12, fps: float = 10.0) -> list[Path]:
+    """`clips[sign]` recordings of each sign (the idle class `_none` too) in the app's layout
+    (<folder>/<sign>/<signer>_<YYYYmmdd-HHMMSS>.mp4), signers taking turns, written as the Record page
+    writes them. Each clip is `frames` flat frames (48 x 64) of a gray that says its sign and number."""
+    from datetime import datetime, timedelta
+
+    from app.recordings import write_recording
+    written, started = [], datetime(2026, 12, 1, 14, 0, 0)
+    for sign_number, (sign, count) in enumerate(sorted(clips.items())):
+        for clip in range(count):
+            gray = 20 + (37 * sign_number + 11 * clip) % 200
+            images = [np.full((48, 64, 3), min(gray + index, 255), np.uint8) for index in range(frames)]
+            started += timedelta(seconds=7)
+            written.append(write_recording(images, fps, folder, sign, signers[clip % len(signers)], started))
+    return written
+
+
 def deep_update(target: dict, changes: dict) -> dict:
     for key, value in changes.items():
         if isinstance(value, dict):

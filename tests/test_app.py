@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pytest
 import yaml
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import REPO_ROOT, write_video
+from tests.conftest import REPO_ROOT, make_workspace, write_recordings, write_video
 
 ENTRY = str(REPO_ROOT / "app" / "streamlit_app.py")
 TIMEOUT = 120            # seconds per AppTest run: the first one imports TensorFlow
@@ -391,6 +392,197 @@ def test_the_live_page_and_session_use_the_cards_one_effective_rate(served):
     taken = [session.process_frame(frame, index / CLIP_FPS).buffer_fill
              for index, frame in enumerate(served.camera_frames[:25])]          # 1 s of camera
     assert taken[-1] == pytest.approx(SAMPLE_FPS / SEQ_LEN)                     # 5 frames taken in 1 s
+
+
+# --- Record, Train and the model they make ---------------------------------------------------------
+
+@pytest.fixture
+def recordings_root(tmp_path, monkeypatch) -> Path:
+    """The app pointed at a tiny pipeline repository (git + DVC) without recordings yet."""
+    root = make_workspace(tmp_path / "repo")
+    monkeypatch.setenv("SIGNLANG_ROOT", str(root))
+    monkeypatch.delenv("SIGNLANG_RTC_CONFIGURATION", raising=False)
+    yield root
+    from app.training import cancel_run, going_run_name, read_run
+    if going_run_name(root):              # a failed assertion must not leave a run going
+        cancel_run(root, read_run(root, going_run_name(root)))
+        wait_for(lambda: going_run_name(root) is None, 30)
+
+
+def wait_for(condition, seconds: float):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.5)
+    return None
+
+
+def record_button(app: AppTest):
+    return next(button for button in app.button if button.label == "Record")
+
+
+@pytest.mark.parametrize("field, typed, message", [
+    ("sign", "../../etc", "may not contain /"),
+    ("sign", "wave\\..", "may not contain \\"),
+    ("sign", "..", "may not contain '..'"),
+    ("sign", "_none", "'_none' is the no-sign class: choose \"No sign (idle)\" to record it."),
+    ("sign", "_private", "kept for the pipeline's own classes"),
+    ("sign", "CON", "'CON' is a device name on Windows"),
+    ("signer", "ana/../../bob", "may not contain /"),
+    ("signer", "ana\u0000", "control or invisible character (U+0000)"),
+    ("signer", "a" * 41, "at most 40"),
+])
+def test_record_page_refuses_an_unsafe_name_and_keeps_record_off(recordings_root, field, typed, message):
+    app = run_page("record")
+    app.text_input(key="record_new_sign").set_value(typed if field == "sign" else "thanks")
+    app.text_input(key="record_signer").set_value(typed if field == "signer" else "ana").run()
+    assert not app.exception, [error.message for error in app.exception]
+    assert message in texts(app.error)
+    assert record_button(app).disabled
+    assert not (recordings_root / "data" / "recordings").exists()          # nothing was made of the name
+
+
+def test_record_page_takes_good_names_and_asks_for_the_idle_class(recordings_root):
+    app = run_page("record")
+    app.text_input(key="record_new_sign").set_value(" gracías ")
+    app.text_input(key="record_signer").set_value("Ana María").run()
+    assert not [message for message in texts(app.error).splitlines() if "may not" in message or "Type a" in message]
+    assert "The camera cannot start here" in texts(app.error)        # no WebRTC under AppTest: Record waits for it
+    assert record_button(app).disabled
+    assert "No clips yet" in texts(app.info) and "`_none`" in texts(app.info)
+    app.radio(key="record_kind").set_value("No sign (idle)").run()
+    assert "**Sign:** `_none`, no sign" in texts(app.markdown)
+    assert not [box for box in app.text_input if box.key == "record_new_sign"]
+
+
+def test_record_page_counts_clips_per_sign_and_signer_and_warns(recordings_root):
+    folder = recordings_root / "data" / "recordings"
+    write_recordings(folder, {"wave": 3, "thanks": 12}, signers=("ana",))
+    (folder / "wave" / "ana_20261201-150000.k3j9.partial.mp4").write_bytes(b"an unfinished recording")
+    app = run_page("record")
+    table = app.dataframe[0].value
+    assert table.to_dict("records") == [
+        {"sign": "thanks", "ana": 12, "clips": 12, "target": 10, "status": "enough"},
+        {"sign": "wave", "ana": 3, "clips": 3, "target": 10, "status": "7 more"}]
+    warnings = texts(app.warning)
+    assert "`wave` has 3 clips of the 10 asked" in warnings and "`thanks` has" not in warnings
+    assert "No idle clips yet" in warnings
+    assert "Only one signer (ana): held-out-signer testing cannot work" in warnings
+    assert "1 file in the folder will not be used: partial file" in warnings
+    assert app.selectbox(key="record_sign_choice").options == ["➕ New sign", "thanks", "wave"]
+
+
+def recorder_with_a_new_clip(root: Path):
+    """The Record page's Recorder, driven by hand through a countdown and 1 s of frames, as the camera would."""
+    from app.recorder import SAVED, Recorder, RecordingRequest
+    recorder = Recorder(root / "data" / "recordings")
+    recorder.start(RecordingRequest("thanks", "ana", seconds=1.0, countdown_seconds=0.2))
+    for index in range(30):
+        recorder.process_frame(np.full((48, 64, 3), 40 + 5 * index, np.uint8), index / 20)
+    assert wait_for(lambda: recorder.status().phase == SAVED, 30), recorder.status()
+    return recorder
+
+
+@pytest.mark.parametrize("choice", ["Keep", "Discard"])
+def test_record_page_plays_the_new_clip_back_with_keep_and_discard(recordings_root, choice):
+    recorder = recorder_with_a_new_clip(recordings_root)
+    clip = recorder.status().clip_path
+    app = page("record")
+    app.session_state["recorder"] = recorder                 # the session's Recorder, as the camera left it
+    app.run()
+    assert not app.exception, [error.message for error in app.exception]
+    assert len(app.get("video")) == 1                           # the clip, played back (a WebM copy)
+    assert f"New clip: `data/recordings/thanks/{clip.name}`" in texts(app.caption)
+    next(button for button in app.button if button.label == choice).click().run()
+    assert recorder.status().phase == "idle" and not app.get("video")
+    assert clip.exists() == (choice == "Keep")
+    if choice == "Keep":
+        assert app.dataframe[0].value[["sign", "ana", "clips"]].to_dict("records") == [
+            {"sign": "thanks", "ana": 1, "clips": 1}]
+    else:
+        assert "No clips yet" in texts(app.info) and list((recordings_root / "data/recordings").rglob("*.mp4")) == []
+
+
+def train_button(app: AppTest):
+    return next(button for button in app.button if button.label == "Train on my recordings")
+
+
+def wait_for_run_to_end(app: AppTest, root: Path, seconds: float = 180) -> AppTest:
+    from app.training import going_run_name
+    assert wait_for(lambda: going_run_name(root) is None, seconds), "the run did not end"
+    return app.run()
+
+
+def test_train_page_shows_why_a_run_failed_in_the_pipelines_words(recordings_root):
+    # Every clip two frames long: names and split look fine, but sample.min_frames (3) refuses them all.
+    write_recordings(recordings_root / "data" / "recordings", {"thanks": 8, "wave": 8, "_none": 8}, frames=2)
+    app = run_page("train")
+    assert "dvc exp run --name rec-" in texts(app.code)
+    assert "-S data.source=folder -S data.path=data/recordings -S data.split=stratified" in texts(app.code)
+    train_button(app).click().run()
+    assert not app.exception, [error.message for error in app.exception]
+    app = wait_for_run_to_end(app, recordings_root)
+    errors = texts(app.error)
+    assert "The run failed" in errors
+    assert "class 'thanks' has no usable clip: all 8 of its files were refused (8 too short)" in errors
+    assert "sample: not one usable clip among 24 files found under data/recordings" in errors
+    assert "the sample stage stopped there" in errors
+    assert "Traceback" not in errors and "File \"" not in errors
+
+
+def test_a_second_click_while_a_run_goes_says_so_links_to_it_and_cancel_ends_it(recordings_root):
+    from app.training import CANCELLED, RUNNING, effective_status, going_run_name, latest_run
+    write_recordings(recordings_root / "data" / "recordings", {"thanks": 8, "wave": 8, "_none": 8})
+    first = run_page("train")
+    train_button(first).click().run()
+    run = latest_run(recordings_root)
+    assert going_run_name(recordings_root) == run.name
+
+    second = run_page("train")                                 # another browser: the run shows there too
+    assert f"Run {run.name}" in texts(second.subheader)
+    train_button(second).click().run()
+    assert f"A training run is going already: [{run.name}](train?run={run.name})" in texts(second.warning)
+    assert latest_run(recordings_root).name == run.name       # and no second run started
+    record = run_page("record")                                # no clip may change under a running run
+    assert f"A training run ({run.name}) is reading the recordings" in texts(record.info)
+    assert record_button(record).disabled
+
+    assert wait_for(lambda: latest_run(recordings_root).status == RUNNING, 60)
+    second.run()
+    next(button for button in second.button if button.label == "Cancel").click().run()
+    app = wait_for_run_to_end(second, recordings_root, 60)
+    assert effective_status(recordings_root, latest_run(recordings_root)) == CANCELLED
+    assert "The run was cancelled" in texts(app.warning)
+
+
+def test_train_page_checks_extra_params_before_anything_runs(recordings_root):
+    write_recordings(recordings_root / "data" / "recordings", {"thanks": 8, "wave": 8, "_none": 8})
+    app = run_page("train")
+    app.text_area(key="train_overrides_text").set_value("train.epochs=3\nbase.image_size=8").run()
+    assert "base.image_size is 8; it must be at least 32" in texts(app.error)
+    assert not [button for button in app.button if button.label == "Train on my recordings"]
+    app.text_area(key="train_overrides_text").set_value("data.path=/etc").run()
+    assert "data.* cannot be overridden here" in texts(app.error)
+
+
+def test_model_page_offers_the_model_trained_on_recordings_with_one_click(served):
+    from stages.lib.served import copy_bundle
+    kept_dir = served.root / "models" / "recordings"
+    kept = copy_bundle(served.model, kept_dir / "rec-20261201-150000", {"metrics": {"test_accuracy": 0.75}})
+    try:
+        app = run_page("model")
+        assert "Trained on your recordings:** `models/recordings/rec-20261201-150000/model.keras`" in \
+            texts(app.markdown)
+        assert "test accuracy 75%" in texts(app.markdown)
+        next(button for button in app.button if button.label == "Use it on the Live page").click().run()
+        assert not app.exception
+        assert app.session_state["selected_model"] == str(kept)
+        assert app.selectbox[0].value == "models/recordings/rec-20261201-150000/model.keras"
+        assert not [button for button in app.button if button.label == "Use it on the Live page"]
+        assert "75.0%" in texts(app.dataframe) or "0.75" in texts(app.dataframe)      # its figures, from its card
+    finally:
+        shutil.rmtree(kept_dir)
 
 
 # --- settings ---------------------------------------------------------------------------------------

@@ -162,26 +162,31 @@ def app_server(tmp_path):
                 server.wait(timeout=15)
 
 
+def start_chromium(camera_y4m: Path, profile: Path):
+    """Headless Chromium whose fake camera plays `camera_y4m` in a loop (one file per launch)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    options = Options()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+                     "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                     f"--use-file-for-fake-video-capture={camera_y4m}",
+                     f"--user-data-dir={profile}", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
 @pytest.fixture
 def chromium(tmp_path):
     """Start headless Chromium whose fake camera plays a .y4m file; yields a factory, quits at the end."""
     require_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     drivers = []
 
     def start(camera_y4m: Path):
-        options = Options()
-        options.binary_location = CHROMIUM
-        for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                         "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
-                         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                         f"--use-file-for-fake-video-capture={camera_y4m}",
-                         f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1400,1000"):
-            options.add_argument(argument)
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        driver = start_chromium(camera_y4m, tmp_path / "chromium-profile")
         drivers.append(driver)
         return driver
 

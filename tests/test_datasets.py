@@ -65,6 +65,40 @@ def test_folder_lists_stray_files_and_empty_class_folders_with_their_reasons(tmp
     }
 
 
+def test_folder_reads_the_signer_from_recording_names_and_only_from_them(tmp_path):
+    for name in ("ana_20261201-143000.mp4", "ana maria_20261201-143001.MP4", "bob_smith_20261202-090000.webm",
+                 "clip01.mp4", "ana_2026-12-01.mp4", "ana_20261301-143000.mp4", "_20261201-143000.mp4",
+                 "ana_20261201-143000x.mp4"):
+        touch(tmp_path / "wave" / name)
+    touch(tmp_path / "wave" / "ana_20261201-143005.k3j9.partial.mp4")     # a recording being written
+    found = [(f.path.name, f.signer, f.refusal) for f in discover("folder", tmp_path)]
+    assert found == [
+        ("_20261201-143000.mp4", "", ""),                         # no signer before the time
+        ("ana maria_20261201-143001.MP4", "ana maria", ""),
+        ("ana_2026-12-01.mp4", "", ""),                           # not the app's time format
+        ("ana_20261201-143000.mp4", "ana", ""),
+        ("ana_20261201-143000x.mp4", "", ""),
+        ("ana_20261201-143005.k3j9.partial.mp4", "",
+         "partial file: a recording or copy that has not finished (its name ends in .partial.mp4)"),
+        ("ana_20261301-143000.mp4", "", ""),                      # month 13: digits, but no time
+        ("bob_smith_20261202-090000.webm", "bob_smith", ""),      # underscores inside the signer are kept
+        ("clip01.mp4", "", ""),
+    ]
+
+
+def test_recording_signers_hold_whole_people_out_under_the_signer_split(tmp_path):
+    from stages.lib.splits import assign_split
+    for signer in ("ana", "bob", "carla", "dev", "eli", "fay"):
+        for second in range(3):
+            touch(tmp_path / "wave" / f"{signer}_20261201-14300{second}.mp4")
+    splits: dict[str, set[str]] = {}
+    for clip in discover("folder", tmp_path):
+        split = assign_split(clip.label, clip.signer, clip.path.name, "", 0.2, 0.2, seed=42, mode="signer")
+        splits.setdefault(clip.signer, set()).add(split)
+    assert sorted(splits) == ["ana", "bob", "carla", "dev", "eli", "fay"]
+    assert all(len(assigned) == 1 for assigned in splits.values())      # each person in one split only
+
+
 # --- frames: <class>/<clip>/<images> -------------------------------------------------------------
 
 def test_frames_layout_finds_clip_folders_and_lists_everything_else(tmp_path):

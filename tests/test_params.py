@@ -56,3 +56,32 @@ def test_generate_must_leave_training_signers():
     params = with_change("generate", "signers", 4)
     with pytest.raises(ParamsError, match="at least one training signer"):
         validate_params(params)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("seconds", 0.1, r"record.seconds is 0.1; it must be at least 0.5"),
+    ("countdown_seconds", 60, r"record.countdown_seconds is 60; it must be at most 10.0"),
+    ("target_clips", 0, r"record.target_clips is 0; it must be at least 1"),
+    ("recordings", " ", r"record.recordings is empty"),
+    ("train_overrides", "train.epochs=3", r"record.train_overrides must be a list of 'section.key=value' strings"),
+    ("train_overrides", ["epochs=3"], r"record.train_overrides 'epochs=3' is not section.key=value"),
+    ("train_overrides", ["train.epochs"], r"'train.epochs' is not section.key=value"),
+    ("train_overrides", ["train.epoch=3"], r"'train.epoch=3': params.yaml has no train.epoch"),
+    ("train_overrides", ["data.path=/etc"], r"data.\* cannot be overridden here"),
+    ("train_overrides", ["paths.model=/tmp/x"], r"paths.\* cannot be overridden here"),
+    ("train_overrides", ["train.epochs="], r"'train.epochs=' has no value"),
+    ("train_overrides", ["train.epochs=[1"], r"the value is not valid YAML"),
+    ("train_overrides", ["base.image_size=16"], r"base.image_size is 16; it must be at least 32"),
+])
+def test_record_params_and_their_train_overrides_are_checked(key, value, message):
+    with pytest.raises(ParamsError, match=message):
+        validate_params(with_change("record", key, value))
+
+
+def test_train_overrides_are_read_as_yaml_like_dvc_exp_run_reads_them():
+    from stages.lib.params import apply_overrides
+    changed = apply_overrides(DEFAULTS, ["train.epochs=5", "base.image_size=64", "finetune.augment.brightness=0.2"])
+    assert (changed["train"]["epochs"], changed["base"]["image_size"]) == (5, 64)
+    assert changed["finetune"]["augment"]["brightness"] == 0.2
+    assert DEFAULTS["train"]["epochs"] != 5                            # a copy: the params stay as they were
+    validate_params(with_change("record", "train_overrides", ["train.epochs=5", "base.image_size=64"]))

@@ -111,3 +111,24 @@ def test_the_card_describes_the_model(trained_workspace, bundle):
 def test_a_missing_model_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="run `dvc repro` first"):
         load_bundle(tmp_path / "model.keras")
+
+
+def test_a_copied_bundle_is_whole_found_and_carries_its_additions(tmp_path):
+    from stages.lib.served import CARD_KIND, copy_bundle
+    models = tmp_path / "models"
+    models.mkdir()
+    files = {"model": "model.keras", "frame_encoder_tflite": "model.frame_encoder.tflite",
+             "head_tflite": "model.head.tflite"}
+    for index, name in enumerate(files.values()):
+        (models / name).write_bytes(bytes([index]) * 10)
+    (models / "model.json").write_text(json.dumps({"kind": CARD_KIND, "labels": ["a", "b"], "files": files}))
+
+    copied = copy_bundle(models / "model.keras", models / "recordings" / "rec-1", {"metrics": {"test_accuracy": 0.5}})
+    assert copied == models / "recordings/rec-1/model.keras"
+    assert all((copied.parent / name).read_bytes() == (models / name).read_bytes() for name in files.values())
+    card = json.loads((copied.parent / "model.json").read_text())
+    assert card["metrics"] == {"test_accuracy": 0.5} and card["labels"] == ["a", "b"]
+    assert find_bundles(models) == [models / "model.keras", copied]
+    assert not list((models / "recordings").glob("*.partial"))
+    with pytest.raises(FileExistsError, match="rec-1 exists already"):
+        copy_bundle(models / "model.keras", models / "recordings" / "rec-1")

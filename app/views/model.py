@@ -6,6 +6,8 @@ Usage:
 Only models found under the models folder (a .keras file with a full-graph
 card beside it) are offered. Model files cannot be uploaded, on purpose:
 loading a Keras file runs what it contains, so an untrusted one can run code.
+The newest model trained from your recordings (kept by the Train page under
+`models/recordings/<run>/`) is offered on top, one click from the Live page.
 """
 from __future__ import annotations
 
@@ -17,7 +19,10 @@ import streamlit as st
 from app.reports import is_number, metric_order, read_json
 from app.settings import AppSettings, load_settings
 from app.state import available_models, select_model, selected_model_path, show_no_model
+from app.training import KEPT_MODELS_FOLDER
 from stages.lib.served import load_bundle
+
+MODEL_CHOICE_KEY = "model_choice"      # the selectbox's value: a model's path as shown (relative to the root)
 
 UNTRUSTED_MODELS_NOTE = (
     "Only models produced by this pipeline under `{models_dir}/` are offered. Uploading model files is "
@@ -84,8 +89,38 @@ def render() -> None:
     st.warning(UNTRUSTED_MODELS_NOTE.format(models_dir=settings.relative(settings.models_dir)), icon=":material/lock:")
     current = selected_model_path(settings)
     names = [settings.relative(path) for path in models]
-    chosen_name = st.selectbox("Served model", names, index=models.index(current),
+    offer_newest_recordings_model(settings, models, current)
+    if st.session_state.get(MODEL_CHOICE_KEY) not in names:
+        st.session_state[MODEL_CHOICE_KEY] = settings.relative(current)
+    chosen_name = st.selectbox("Served model", names, key=MODEL_CHOICE_KEY,
                                help="Used by the Live, Upload and Gallery pages of this browser session.")
     chosen = models[names.index(chosen_name)]
     select_model(chosen)
     show_card(settings, chosen)
+
+
+def recordings_models(settings: AppSettings, models: list[Path]) -> list[Path]:
+    """Models the Train page kept (<models>/recordings/<run>/), newest first (run names sort by time)."""
+    kept = settings.models_dir / KEPT_MODELS_FOLDER
+    return sorted((path for path in models if path.parent.parent == kept), key=lambda path: path.parent.name,
+                  reverse=True)
+
+
+def use_model(settings: AppSettings, model_path: Path) -> None:
+    """The button's callback: this model for the session's Live, Upload and Gallery pages, and the selectbox."""
+    select_model(model_path)
+    st.session_state[MODEL_CHOICE_KEY] = settings.relative(model_path)
+
+
+def offer_newest_recordings_model(settings: AppSettings, models: list[Path], current: Path) -> None:
+    newest = next(iter(recordings_models(settings, models)), None)
+    if newest is None or newest == current:
+        return
+    card = load_bundle(newest).card
+    accuracy = (card.get("metrics") or {}).get("test_accuracy")
+    figure = f", test accuracy {accuracy:.0%}" if is_number(accuracy) else ""
+    with st.container(border=True):
+        st.markdown(f":material/fiber_new: **Trained on your recordings:** `{settings.relative(newest)}` "
+                    f"({len(card['labels'])} classes{figure}).")
+        st.button("Use it on the Live page", type="primary", icon=":material/videocam:", on_click=use_model,
+                  args=(settings, newest))

@@ -11,7 +11,8 @@ registered in READERS; the sample stage only sees FoundFile records, so adding
 a layout is one new function here. Layouts (`data.source`):
 
     synthetic  <root>/index.csv + <root>/<class>/<clip>.mp4       (the generate stage's output)
-    folder     <root>/<class>/<clip>.mp4|.avi|.mov|.mkv|.webm     (any letter case)
+    folder     <root>/<class>/<clip>.mp4|.avi|.mov|.mkv|.webm     (any letter case; a clip named
+               <signer>_<YYYYmmdd-HHMMSS>.<ext>, as the app records them, names its signer)
     frames     <root>/<class>/<clip>/<frame>.jpg|.png             (natural order)
     lsa64      <root>/**/SSS_PPP_RRR.mp4                          (sign_signer_repetition)
     wlasl      <root>/<index>.json + <root>/videos/<video_id>.mp4
@@ -28,6 +29,7 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -40,6 +42,14 @@ SYNTHETIC_INDEX = "index.csv"  # written by the generate stage: path,label,signe
 WLASL_VIDEOS_FOLDER = "videos"
 # LSA64 names every clip SSS_PPP_RRR: sign, signer and repetition, three digits each.
 LSA64_NAME = re.compile(r"^(?P<sign>\d{3})_(?P<signer>\d{3})_(?P<repetition>\d{3})$")
+# The app's Record page names every clip <signer>_<YYYYmmdd-HHMMSS> (when it started): in the folder
+# layout such a name gives the clip its signer, so `data.split: signer` holds out people. Other
+# names keep no signer.
+RECORDING_TIME_FORMAT = "%Y%m%d-%H%M%S"
+RECORDING_NAME = re.compile(r"^(?P<signer>.+)_(?P<time>\d{8}-\d{6})$")
+# A file still being written (or left by a crash) carries this before its extension,
+# `<name>.<anything>.partial.mp4`: it keeps the video extension a writer needs, and is never a clip.
+PARTIAL_MARK = ".partial"
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,8 @@ def video_refusal(path: Path) -> str:
         # macOS writes these resource forks next to every file on non-Apple disks; they carry the
         # video's extension but no video.
         return "not a video file: macOS resource fork ('._' file)"
+    if is_video_file(path) and Path(path.stem).suffix == PARTIAL_MARK:
+        return f"partial file: a recording or copy that has not finished (its name ends in {PARTIAL_MARK}{path.suffix})"
     if is_video_file(path):
         return ""
     if not path.suffix and path.name.startswith("."):
@@ -92,10 +104,28 @@ def stray_files(root: Path) -> list[FoundFile]:
     return [FoundFile(path, "", refusal="file outside any class folder") for path in sorted_children(root)[1]]
 
 
-def discover_folder(root: Path) -> list[FoundFile]:
-    """`<root>/<class>/<clip>.<video ext>`: class from the folder name, no signer known.
+def recording_signer(path: Path) -> str:
+    """The signer of a clip named `<signer>_<YYYYmmdd-HHMMSS>.<ext>` (NFC); '' for any other name.
 
-    Clips in sub-folders of a class folder belong to that class.
+    >>> recording_signer(Path("wave/ana_20261201-143000.mp4")), recording_signer(Path("wave/clip01.mp4"))
+    ('ana', '')
+    """
+    match = RECORDING_NAME.match(unicodedata.normalize("NFC", path.stem))
+    if match is None:
+        return ""
+    try:
+        datetime.strptime(match["time"], RECORDING_TIME_FORMAT)    # a real time, not any 8+6 digits
+    except ValueError:
+        return ""
+    return match["signer"]
+
+
+def discover_folder(root: Path) -> list[FoundFile]:
+    """`<root>/<class>/<clip>.<video ext>`: class from the folder name; signer from a recording's name.
+
+    Clips in sub-folders of a class folder belong to that class. A clip named
+    `<signer>_<YYYYmmdd-HHMMSS>.<ext>` (the app's recordings) has that signer;
+    other clips have none, and split per clip.
     """
     found: list[FoundFile] = []
     for class_dir in sorted_children(root)[0]:
@@ -103,7 +133,8 @@ def discover_folder(root: Path) -> list[FoundFile]:
         files = sorted(p for p in class_dir.rglob("*") if p.is_file())
         if not files:
             found.append(FoundFile(class_dir, label, refusal="empty class folder: no files"))
-        found.extend(FoundFile(path, label, refusal=video_refusal(path)) for path in files)
+        found.extend(FoundFile(path, label, signer=recording_signer(path), refusal=video_refusal(path))
+                     for path in files)
     return found + stray_files(root)
 
 

@@ -11,6 +11,8 @@ because a typo in `params.yaml` should never cost a half-hour run.
 """
 from __future__ import annotations
 
+import copy
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +39,15 @@ PRECISION_POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 IMAGE_SIZE_RANGE = (32, 512)
 # An idle stream shorter than half a minute says too little about false alarms per minute.
 MIN_IDLE_STREAM_SECONDS = 30
+# The app's recordings: long enough for a sign with rest around it, short enough to hold in memory
+# (10 s of 640x480 camera frames is ~280 MB before encoding).
+RECORD_SECONDS_RANGE = (0.5, 10.0)
+MAX_COUNTDOWN_SECONDS = 10.0
+# `-S section.key=value` as `dvc exp run` takes it; nothing else (no `file:key`, no `+`/`~` edits).
+OVERRIDE_PATTERN = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+)=(?P<value>.*)$", re.DOTALL)
+# The Train page sets data.* itself (the recordings, their split); paths, app and record are no
+# stage's inputs: an override of them would change nothing, or move the pipeline's files.
+SECTIONS_NOT_OVERRIDDEN = ("data", "paths", "app", "record")
 
 
 class ParamsError(ValueError):
@@ -125,6 +136,8 @@ def validate_params(params: dict[str, Any]) -> None:
         require_number(params["benchmark"], "benchmark", "clip_seconds", minimum=0.1, maximum=60.0)
     if "app" in params:
         validate_app(params["app"])
+    if "record" in params:
+        validate_record(params["record"], params)
 
 
 def validate_generate(generate: dict) -> None:
@@ -162,6 +175,57 @@ def validate_app(app: dict) -> None:
     require_int(app, "app", "max_upload_mb", minimum=1, maximum=4096)
     require_int(app, "app", "sentence_length", minimum=1, maximum=100)
     require_int(app, "app", "gallery_clips", minimum=1, maximum=48)
+
+
+def validate_record(record: dict, params: dict) -> None:
+    """The app's Record and Train pages (app/recordings.py, app/training.py; no stage reads this section).
+
+    Each of `train_overrides` must name an existing param outside SECTIONS_NOT_OVERRIDDEN,
+    and the params they make must be valid: a bad one fails here, not minutes into a run.
+    """
+    if not str(require_present(record, "record", "recordings")).strip():
+        raise ParamsError("record.recordings is empty; name the folder the app records into, e.g. data/recordings")
+    require_number(record, "record", "seconds", minimum=RECORD_SECONDS_RANGE[0], maximum=RECORD_SECONDS_RANGE[1])
+    require_number(record, "record", "countdown_seconds", minimum=0.0, maximum=MAX_COUNTDOWN_SECONDS)
+    require_int(record, "record", "target_clips", minimum=1, maximum=1000)
+    overrides = require_present(record, "record", "train_overrides")
+    if not isinstance(overrides, list) or not all(isinstance(item, str) for item in overrides):
+        raise ParamsError(f"record.train_overrides must be a list of 'section.key=value' strings, got {overrides!r}")
+    pipeline_params = {name: value for name, value in params.items() if name != "record"}
+    validate_params(apply_overrides(pipeline_params, overrides, "record.train_overrides"))
+
+
+def parse_override(text: str, source: str = "override") -> tuple[str, Any]:
+    """'train.epochs=20' -> ("train.epochs", 20): the value read as YAML, as `dvc exp run -S` reads it."""
+    match = OVERRIDE_PATTERN.match(text.strip())
+    if match is None:
+        raise ParamsError(f"{source} {text!r} is not section.key=value (e.g. train.epochs=20)")
+    key = match["key"]
+    if key.split(".")[0] in SECTIONS_NOT_OVERRIDDEN:
+        raise ParamsError(f"{source} {text!r}: {key.split('.')[0]}.* cannot be overridden here "
+                          f"(not one of: {', '.join(SECTIONS_NOT_OVERRIDDEN)}); the Train page sets data.* itself")
+    try:
+        value = yaml.safe_load(match["value"]) if match["value"].strip() else None
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{source} {text!r}: the value is not valid YAML ({error.problem})") from None
+    if value is None:
+        raise ParamsError(f"{source} {text!r} has no value")
+    return key, value
+
+
+def apply_overrides(params: dict, overrides: list[str], source: str = "override") -> dict:
+    """A copy of `params` with each 'section.key=value' set; every key must already exist."""
+    changed = copy.deepcopy(params)
+    for text in overrides:
+        key, value = parse_override(text, source)
+        *parents, last = key.split(".")
+        section = changed
+        for name in parents:
+            section = section.get(name) if isinstance(section, dict) else None
+        if not isinstance(section, dict) or last not in section:
+            raise ParamsError(f"{source} {text!r}: params.yaml has no {key}")
+        section[last] = value
+    return changed
 
 
 def validate_finetune(finetune: dict) -> None:

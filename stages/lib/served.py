@@ -1,10 +1,11 @@
 """The served model: the full CNN+LSTM graph plus everything needed to use it alone.
 
 Usage:
-    from stages.lib.served import load_bundle, predict_video
+    from stages.lib.served import copy_bundle, load_bundle, predict_video
     bundle = load_bundle("models/model.keras")
     result, frames = predict_video(bundle, "clip.mp4")   # Prediction of the clip's centred window
     bundle.labels, bundle.seq_len, bundle.sampling, bundle.no_sign_label
+    copy_bundle("models/model.keras", "models/recordings/rec-1", {"metrics": {...}})   # a kept copy
 
 Files of a bundle, all next to `<name>.keras` (written by the assemble stage,
 named in params.yaml `paths`, and listed by the card under "files"):
@@ -20,6 +21,8 @@ so none of them classifies what the pipeline refuses.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -79,6 +82,34 @@ def find_bundles(models_dir: str | Path) -> list[Path]:
         if card.exists() and json.loads(card.read_text()).get("kind") == CARD_KIND:
             found.append(candidate)
     return found
+
+
+def copy_bundle(model_path: str | Path, target_dir: str | Path, card_updates: dict | None = None) -> Path:
+    """A served model and the files its card lists, copied into `target_dir`; the copy's model path.
+
+    `card_updates` are added to the copy's card (e.g. the metrics of the run that made it). The
+    copy is assembled in a sibling folder and renamed into place, so a reader never sees half a bundle.
+    """
+    model_path, target_dir = Path(model_path), Path(target_dir)
+    card = json.loads(card_path_for(model_path).read_text())
+    if card.get("kind") != CARD_KIND:
+        raise ValueError(f"{card_path_for(model_path)} is not a served-model card")
+    if target_dir.exists():
+        raise FileExistsError(f"{target_dir} exists already")
+    partial = target_dir.with_name(target_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        shutil.copy2(model_path, partial / model_path.name)
+        for relative in card["files"].values():
+            if relative != model_path.name:
+                (partial / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(model_path.with_name(relative), partial / relative)
+        (partial / card_path_for(model_path).name).write_text(json.dumps({**card, **(card_updates or {})}, indent=2))
+        os.replace(partial, target_dir)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target_dir / model_path.name
 
 
 @dataclass
