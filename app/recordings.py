@@ -321,7 +321,7 @@ def clip_table(usable: list[FoundFile], signs: list[str], signers: list[str], ta
 
 def planned_splits(found: list[FoundFile], params: dict, recordings_dir: Path, mode: str) -> list[str]:
     """The split the sample stage will give each file under data.split `mode` (its own function)."""
-    from stages.sample import plan_jobs      # the stage's planning, imported: one rule, not a copy of it
+    from stages.sample import plan_jobs  # the stage's planning, imported: one rule, not a copy of it
     data = {**params["data"], "source": "folder", "path": str(Path(recordings_dir).resolve()), "split": mode}
     return [split for _, split, _, _ in plan_jobs(found, {**params, "data": data})]
 

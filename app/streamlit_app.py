@@ -17,6 +17,7 @@ if REPOSITORY_ROOT not in sys.path:
     sys.path.insert(0, REPOSITORY_ROOT)
 
 import streamlit as st  # noqa: E402  (after the sys.path line above)
+
 # streamlit-webrtc's native libraries (aiortc: pylibsrtp, av) must load before TensorFlow,
 # which the pages pull in through stages.lib: the other order crashes with a segfault.
 import streamlit_webrtc  # noqa: E402,F401

@@ -42,7 +42,6 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -86,7 +85,7 @@ NOISE = re.compile(r"absl::InitializeLog|^[IWE]\d{4} |oneDNN|^WARNING: No file h
 class RunGoing(Exception):
     """A training run is going already; `run` is it (None if its state cannot be read yet)."""
 
-    def __init__(self, run: "TrainingRun | None"):
+    def __init__(self, run: TrainingRun | None):
         super().__init__("a training run is going")
         self.run = run
 

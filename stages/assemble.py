@@ -36,7 +36,8 @@ from stages.lib.storage import write_json
 BUNDLE_FILES = ("model", "frame_encoder_tflite", "head_tflite")   # the paths: keys a bundle consists of
 
 
-def load_served_parts(head_card: dict, backbone_weights: str, paths: dict) -> tuple[keras.Model, keras.Model, str, dict]:
+def load_served_parts(head_card: dict, backbone_weights: str,
+                      paths: dict) -> tuple[keras.Model, keras.Model, str, dict]:
     """(encoder, head, weights source, finetune status): tuned weights when fine-tuning ran."""
     status = read_finetune_status(paths["finetuned"])
     seq_len, image_size = int(head_card["seq_len"]), int(head_card["image_size"])

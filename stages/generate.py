@@ -27,9 +27,9 @@ import csv
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -37,9 +37,19 @@ from tqdm import tqdm
 
 from stages.lib.datasets import NO_SIGN_LABEL, SYNTHETIC_INDEX
 from stages.lib.params import load_params
-from stages.lib.synthetic import (SIGNS, TRANSITION_SECONDS, Signer, StreamRecipe, Timeline, clip_timeline,
-                                  idle_clip_timeline, idle_stream_timeline, make_signer, sign_stream_timeline,
-                                  timeline_frames)
+from stages.lib.synthetic import (
+    SIGNS,
+    TRANSITION_SECONDS,
+    Signer,
+    StreamRecipe,
+    Timeline,
+    clip_timeline,
+    idle_clip_timeline,
+    idle_stream_timeline,
+    make_signer,
+    sign_stream_timeline,
+    timeline_frames,
+)
 
 CLIP_INDEX_COLUMNS = ["path", "label", "signer", "split"]
 STREAM_JOBS = ("sign_stream", "idle_stream")

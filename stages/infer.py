@@ -53,7 +53,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--webcam", nargs="?", type=int, const=0, metavar="INDEX", help="live camera index")
-    parser.add_argument("--threshold", type=float, default=spotting.threshold, help="spotting: probability a sign must reach")
+    parser.add_argument("--threshold", type=float, default=spotting.threshold,
+                        help="spotting: probability a sign must reach")
     parser.add_argument("--min-hold", type=float, default=spotting.min_hold_seconds,
                         help="spotting: seconds a sign must hold before it is emitted")
     parser.add_argument("--smoothing", type=int, default=spotting.smoothing_steps,

@@ -19,6 +19,7 @@ test is skipped, except under CI (`CI` set), where that is a failure.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -27,8 +28,6 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-
-import json
 
 import cv2
 import numpy as np

@@ -32,9 +32,20 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_workspace
-from tests.test_app_browser import (SCREENSHOT_DIR, TAKE_SCREENSHOTS, app_server, frames_arrived,  # noqa: F401
-                                    press_webrtc_button, require_browser, save_page_screenshot, sentence_signs,
-                                    start_chromium, top3_text, wait_until, write_y4m)
+from tests.test_app_browser import (  # noqa: F401
+    SCREENSHOT_DIR,
+    TAKE_SCREENSHOTS,
+    app_server,
+    frames_arrived,
+    press_webrtc_button,
+    require_browser,
+    save_page_screenshot,
+    sentence_signs,
+    start_chromium,
+    top3_text,
+    wait_until,
+    write_y4m,
+)
 
 SIGNS = ("wave", "clap", "spread_hands")
 IDLE = "_none"
@@ -67,7 +78,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 def sign_loop(sign_name: str, repetitions: range) -> np.ndarray:
     """Takes of one sign by the drawn signers in turn, little rest around each: (frames, H, W, 3) BGR."""
-    from stages.lib.synthetic import SIGNS as VOCABULARY, make_signer, render_clip, render_idle_clip
+    from stages.lib.synthetic import SIGNS as VOCABULARY
+    from stages.lib.synthetic import make_signer, render_clip, render_idle_clip
     takes = []
     for repetition in repetitions:
         for signer_index in DRAWN_SIGNERS:
@@ -281,7 +293,7 @@ def test_record_train_and_recognise_your_own_signs(tmp_path, app_server, browser
             record_sign(browser, cameras, url, sign, 1)
         driver = browser.driver
         driver.get(f"{url}/train")
-        wait_until(lambda: "The same run from a terminal" in page_text(driver), PAGE_READY_SECONDS)
+        wait_until(lambda driver=driver: "The same run from a terminal" in page_text(driver), PAGE_READY_SECONDS)
     assert "base.image_size=96" in text_of(driver, "textarea")            # the params.yaml overrides, prefilled
     click(driver, "Train on my recordings")
     finished = wait_until(lambda: "The run finished" in page_text(driver) or "The run failed" in page_text(driver),

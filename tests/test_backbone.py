@@ -12,8 +12,15 @@ import numpy as np
 import pytest
 
 from stages.lib import backbone
-from stages.lib.backbone import (FALLBACK_INNER_MODEL, FALLBACK_MEMBER, WeightsUnavailable, build_frame_encoder,
-                                 build_mobilenet, fetch_fallback_weights, load_layer_weights_from_h5)
+from stages.lib.backbone import (
+    FALLBACK_INNER_MODEL,
+    FALLBACK_MEMBER,
+    WeightsUnavailable,
+    build_frame_encoder,
+    build_mobilenet,
+    fetch_fallback_weights,
+    load_layer_weights_from_h5,
+)
 
 
 def write_keras_h5(path: Path, model: keras.Model, inner: str, skip: str | None = None) -> None:

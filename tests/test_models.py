@@ -1,7 +1,6 @@
 """The head and the full graph: shapes, dtypes, and that they are the same function."""
 from __future__ import annotations
 
-import keras
 import numpy as np
 
 from stages.lib.backbone import build_frame_encoder

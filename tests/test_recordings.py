@@ -16,8 +16,18 @@ import numpy as np
 import pytest
 import yaml
 
-from app.recordings import (MAX_NAME_CHARACTERS, NameRefused, RecordingError, check_sign_name, check_signer_name,
-                            is_recording_of, preview_webm, recording_path, recordings_summary, write_recording)
+from app.recordings import (
+    MAX_NAME_CHARACTERS,
+    NameRefused,
+    RecordingError,
+    check_sign_name,
+    check_signer_name,
+    is_recording_of,
+    preview_webm,
+    recording_path,
+    recordings_summary,
+    write_recording,
+)
 from stages.lib.datasets import discover
 from tests.conftest import REPO_ROOT, write_video
 

@@ -11,10 +11,26 @@ import numpy as np
 
 from stages.generate import plan_clips
 from stages.lib.datasets import NO_SIGN_LABEL
-from stages.lib.synthetic import (IDLE_KINDS, REST_OTHER, SIGNS, STREAM_LEAD_SECONDS, TIME_REVERSED_PAIRS,
-                                  StreamRecipe, Timeline, clip_timeline, draw_background, idle_clip_kind,
-                                  idle_clip_timeline, idle_stream_timeline, make_signer, render_clip,
-                                  render_idle_clip, render_timeline, rest_pose, sign_stream_timeline)
+from stages.lib.synthetic import (
+    IDLE_KINDS,
+    REST_OTHER,
+    SIGNS,
+    STREAM_LEAD_SECONDS,
+    TIME_REVERSED_PAIRS,
+    StreamRecipe,
+    Timeline,
+    clip_timeline,
+    draw_background,
+    idle_clip_kind,
+    idle_clip_timeline,
+    idle_stream_timeline,
+    make_signer,
+    render_clip,
+    render_idle_clip,
+    render_timeline,
+    rest_pose,
+    sign_stream_timeline,
+)
 
 SETTINGS = {"classes": 12, "signers": 10, "repetitions": 3, "val_signers": 2, "test_signers": 2, "idle_clips": 4}
 FPS = 10

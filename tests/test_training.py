@@ -13,8 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from app.training import (CANCELLED, RUNNING, RunGoing, cancel_run, effective_status, experiment_command,
-                          failure_reason, going_run_name, pipeline_warnings, read_progress, read_run, start_run)
+from app.training import (
+    CANCELLED,
+    RUNNING,
+    RunGoing,
+    cancel_run,
+    effective_status,
+    experiment_command,
+    failure_reason,
+    going_run_name,
+    pipeline_warnings,
+    read_progress,
+    read_run,
+    start_run,
+)
 from tests.conftest import make_workspace, write_recordings
 
 # What DVC and the stages print, cut from a real run of the pipeline on recordings.

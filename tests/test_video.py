@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from stages.lib import video
-from stages.lib.video import (ClipRefused, Sampling, SamplingClock, fixed_rate_indices, letterbox_to_square,
-                              prepare_frame, sample_video)
+from stages.lib.video import (
+    ClipRefused,
+    Sampling,
+    SamplingClock,
+    fixed_rate_indices,
+    letterbox_to_square,
+    prepare_frame,
+    sample_video,
+)
 from tests.conftest import gray_ramp_frames, write_video
 
 

@@ -30,8 +30,16 @@ import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from app.recorder import FAILED, SAVED, Recorder, RecorderStatus, RecordingRequest
-from app.recordings import (NameRefused, RecordingError, RecordingsSummary, check_sign_name, check_signer_name,
-                            is_recording_of, preview_webm, recordings_summary)
+from app.recordings import (
+    NameRefused,
+    RecordingError,
+    RecordingsSummary,
+    check_sign_name,
+    check_signer_name,
+    is_recording_of,
+    preview_webm,
+    recordings_summary,
+)
 from app.settings import AppSettings, load_settings, rtc_configuration
 from app.training import going_run_name
 from app.views.live import MEDIA_STREAM_CONSTRAINTS, frame_timestamp, read_rtc_secrets

@@ -28,9 +28,27 @@ import streamlit as st
 from app.recordings import RecordingsSummary, recordings_summary
 from app.settings import AppSettings, load_settings
 from app.state import select_model, selected_model_path
-from app.training import (ACTIVE, CANCELLED, EXPERIMENT_TARGET, FAILED, RUNNING, SUCCEEDED, VANISHED, RunGoing,
-                          TrainingRun, cancel_run, effective_status, experiment_command, going_run, latest_run,
-                          log_tail, read_progress, read_run, shell_line, start_run)
+from app.training import (
+    ACTIVE,
+    CANCELLED,
+    EXPERIMENT_TARGET,
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    VANISHED,
+    RunGoing,
+    TrainingRun,
+    cancel_run,
+    effective_status,
+    experiment_command,
+    going_run,
+    latest_run,
+    log_tail,
+    read_progress,
+    read_run,
+    shell_line,
+    start_run,
+)
 from stages.lib.params import ParamsError, apply_overrides, parse_override, validate_params
 
 OVERRIDES_KEY = "train_overrides_text"    # the text area of extra -S overrides
@@ -100,8 +118,8 @@ def show_progress(run: TrainingRun) -> None:
     if progress.stages:
         st.markdown("  \n".join(f"{STAGE_MARKS.get(state, '')} `{stage}` {state}" for stage, state in progress.stages))
     if progress.current == "train" and progress.epochs:
-        st.progress(progress.epoch / progress.epochs,
-                    text=f"train: epoch {progress.epoch} of at most {progress.epochs} (early stopping may end it sooner)")
+        st.progress(progress.epoch / progress.epochs, text=f"train: epoch {progress.epoch} of at most "
+                    f"{progress.epochs} (early stopping may end it sooner)")
     elif progress.current:
         st.caption(f"Running stage `{progress.current}`…")
 

@@ -28,10 +28,10 @@ import csv
 import json
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 from stages.lib.video import is_frame_image, is_video_file, list_frame_images
 

@@ -16,9 +16,9 @@ StreamingRecognizer: frames are taken at the rate training sampled clips
 (the card's `sample_fps`, by the same `SamplingClock` the sample stage ran on
 clip timestamps), not at the camera's rate, so a sign fills the buffer as it
 did in training. With the card's crop "signing_space", frames are cut to the
-signer's upper body by the same rule (stages/lib/faces.py), from recent faces. Each taken frame runs the backbone once (TFLite), its
-embedding enters a ring buffer of the last `seq_len`, and the head runs on
-the buffer. With the buffer holding a window's frames, the probabilities
+signer's upper body by the same rule (stages/lib/faces.py), from recent
+faces. Each taken frame runs the backbone once (TFLite), its embedding enters
+a ring buffer of the last `seq_len`, and the head runs on the buffer. With the buffer holding a window's frames, the probabilities
 equal the full graph's on that window (test, <= 1e-4).
 
 SignSpotter turns the per-step probabilities into discrete signs:
@@ -39,8 +39,8 @@ Not thread-safe: one recognizer and one spotter per video stream.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 
@@ -121,7 +121,7 @@ class SpottingSettings:
     release_seconds: float = 0.3
 
     @classmethod
-    def from_params(cls, spotting: dict) -> "SpottingSettings":
+    def from_params(cls, spotting: dict) -> SpottingSettings:
         return cls(float(spotting["threshold"]), float(spotting["min_hold_seconds"]),
                    int(spotting["smoothing_steps"]), float(spotting["release_seconds"]))
 

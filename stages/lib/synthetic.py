@@ -32,9 +32,10 @@ about the length of an arm from shoulder to elbow doubled.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Callable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import cv2
 import numpy as np

@@ -46,9 +46,9 @@ count refusals by kind while the manifest keeps the details.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -272,7 +272,7 @@ def prepare_clip_frames(reduced: list[np.ndarray], sampling: Sampling) -> tuple[
     """
     crop, note = None, ""
     if sampling.crop == "signing_space":
-        from stages.lib.faces import signing_space_of_clip   # TensorFlow loads only when cropping is asked for
+        from stages.lib.faces import signing_space_of_clip  # TensorFlow loads only when cropping is asked for
         crop = signing_space_of_clip(unique_frames(reduced))
         if crop is None:
             note = "no face found: whole frame used (sample.crop signing_space)"
