@@ -1,14 +1,12 @@
-"""Cached embeddings are exactly what the backbone computes; the cache resumes, shards merge, bad reads stop it."""
+"""Cached embeddings are exactly what the backbone computes; the cache is reused; bad reads stop it."""
 from __future__ import annotations
 
-import shutil
 import sys
 
 import h5py
 import numpy as np
 import pytest
 
-from stages.extract import parse_shard
 from stages.lib.backbone import build_frame_encoder
 from tests.conftest import run, run_unchecked, set_params
 
@@ -57,24 +55,16 @@ def test_embeddings_equal_the_backbone_on_the_sampled_frames(sampled_workspace):
     np.testing.assert_allclose(embeddings[:40], expected, atol=1e-4, rtol=1e-4)
 
 
-def test_second_run_reuses_the_cache_and_shards_merge_into_the_same_file(sampled_workspace):
+def test_second_run_reuses_the_cache_and_gives_the_same_file(sampled_workspace):
     root = sampled_workspace
     first = run(STAGE + ["stages.extract"], root)
     assert "embedded 20 clips, reused 0" in first.stdout
-    whole, _ = read_embeddings(root)
+    whole = (root / "features/embeddings.h5").read_bytes()
 
+    (root / "features/embeddings.h5").unlink()
     again = run(STAGE + ["stages.extract"], root)
     assert "embedded 0 clips, reused 20" in again.stdout
-
-    shutil.rmtree(root / "features/cache")
-    (root / "features/embeddings.h5").unlink()
-    shard_zero = run(STAGE + ["stages.extract", "--shard", "0/2"], root)
-    shard_one = run(STAGE + ["stages.extract", "--shard", "1/2"], root)
-    assert "embedded 10 clips" in shard_zero.stdout and "embedded 10 clips" in shard_one.stdout
-    assert not (root / "features/embeddings.h5").exists()             # shards only fill the cache
-    merged = run(STAGE + ["stages.extract"], root)
-    assert "embedded 0 clips, reused 20" in merged.stdout
-    np.testing.assert_array_equal(read_embeddings(root)[0], whole)
+    assert (root / "features/embeddings.h5").read_bytes() == whole
 
 
 def test_a_frame_that_cannot_be_read_stops_extract_with_the_clips_path(sampled_workspace):
@@ -86,14 +76,3 @@ def test_a_frame_that_cannot_be_read_stops_extract_with_the_clips_path(sampled_w
     assert result.returncode != 0
     assert f"cannot read the frames of clip 3 ({paths[3]})" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-@pytest.mark.parametrize("text,expected", [(None, (0, 1)), ("0/4", (0, 4)), ("3/4", (3, 4))])
-def test_parse_shard(text, expected):
-    assert parse_shard(text) == expected
-
-
-@pytest.mark.parametrize("text", ["4/4", "a/b", "1"])
-def test_parse_shard_rejects_bad_values(text):
-    with pytest.raises(SystemExit, match="--shard"):
-        parse_shard(text)

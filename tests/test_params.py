@@ -35,6 +35,10 @@ def test_the_shipped_params_are_valid():
     ("base", "seq_len", "twenty", r"base.seq_len must be a whole number"),
     ("train", "learning_rate", -1, r"train.learning_rate is -1; it must be at least"),
     ("sample", "test_fraction", 0.9, r"sample.test_fraction is 0.9; it must be at most 0.5"),
+    ("compute", "engine", "dask", r"compute.engine is 'dask'; allowed values: local, ray"),
+    ("compute", "address", "10.0.0.5:6379", r"compute.engine is 'local'; an address names a Ray cluster to join"),
+    ("compute", "workers", -1, r"compute.workers is -1; it must be at least 0"),
+    ("compute", "cpus_per_worker", 0, r"compute.cpus_per_worker is 0; it must be at least 1"),
 ])
 def test_bad_values_are_named_with_what_is_allowed(section, key, value, message):
     with pytest.raises(ParamsError, match=message):
@@ -55,4 +59,19 @@ def test_a_missing_key_is_named():
 def test_generate_must_leave_training_signers():
     params = with_change("generate", "signers", 4)
     with pytest.raises(ParamsError, match="at least one training signer"):
+        validate_params(params)
+
+
+@pytest.mark.parametrize("address", [None, "auto", "10.0.0.5:6379", "head.example.org:6379", "ray://10.0.0.5:10001"])
+def test_ray_takes_no_address_or_one_to_join(address):
+    params = with_change("compute", "engine", "ray")
+    params["compute"]["address"] = address
+    validate_params(params)
+
+
+@pytest.mark.parametrize("address", ["10.0.0.5", "http://10.0.0.5:6379", "head:port", 6379])
+def test_a_ray_address_that_is_no_address_is_refused(address):
+    params = with_change("compute", "engine", "ray")
+    params["compute"]["address"] = address
+    with pytest.raises(ParamsError, match=r"compute.address is .*; allowed: null \(start a Ray here\), auto"):
         validate_params(params)

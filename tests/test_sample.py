@@ -198,7 +198,7 @@ def test_split_fractions_must_leave_training_clips():
 def planned_splits(found: list[FoundFile], source: str, split: str, root: str = "mydata") -> list[str]:
     params = deep_update(yaml.safe_load(yaml.safe_dump(DEFAULTS)),
                          {"data": {"source": source, "path": root, "split": split}})
-    return [job[1] for job in plan_jobs(found, params)]
+    return [job.split for job in plan_jobs(found, params)]
 
 
 def signer_clips(count_signers: int = 40, clips_each: int = 5, given: str = "") -> list[FoundFile]:
@@ -228,7 +228,7 @@ def test_an_unknown_given_split_refuses_that_clip_only():
     params = deep_update(yaml.safe_load(yaml.safe_dump(DEFAULTS)),
                          {"data": {"source": "wlasl", "path": "mydata", "split": "given"}})
     jobs = plan_jobs(found, params)
-    assert [(job[0].refusal, job[1]) for job in jobs] == [
+    assert [(job.found.refusal, job.split) for job in jobs] == [
         ("unknown split in the index: split 'holdout' in the dataset index; allowed: train, val, test", ""),
         ("", "train")]
 
