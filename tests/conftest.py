@@ -10,8 +10,11 @@ from __future__ import annotations
 import aiortc  # noqa: F401  (import order matters, see above)
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -186,3 +189,46 @@ def set_params(root: Path, changes: dict) -> None:
     path = root / "params.yaml"
     params = deep_update(yaml.safe_load(path.read_text()), changes)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+RAY_CLUSTER_CPUS = 2
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory) -> str:
+    """A Ray head started with `ray start --head` on this machine, for the whole session: its address.
+
+    Stages join it through `compute.address`, exactly as they would join a real
+    cluster, and the tests that need Ray share it, so the session pays for one Ray
+    start-up. It is stopped by killing its process group, never by `ray stop`,
+    which would stop every Ray on the machine.
+    """
+    log_path = tmp_path_factory.mktemp("ray") / "ray_start.log"
+    port = free_port()
+    # Token authentication on, as on any machine where Ray has run (a token in ~/.ray/auth_token);
+    # drivers joining it send the token (the compute module does so for the stages, and this
+    # process does from here on, before it first imports Ray).
+    run([str(Path(sys.executable).parent / "ray"), "get-auth-token", "--generate"], REPO_ROOT)
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    with log_path.open("w") as log:       # a file, not a pipe: a full pipe would stall the head
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
+             f"--num-cpus={RAY_CLUSTER_CPUS}", "--include-dashboard=false", "--disable-usage-stats"],
+            stdout=log, stderr=subprocess.STDOUT, env=command_env(REPO_ROOT), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log_path.read_text():
+            assert process.poll() is None, f"ray start failed:\n{log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"ray start did not finish:\n{log_path.read_text()[-3000:]}"
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)

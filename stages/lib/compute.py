@@ -33,8 +33,9 @@ every machine must see the data at the same absolute path (a shared
 filesystem, or a copy put there by `dvc pull`; README, "Scale out").
 
 An item function that raises `WorkerError` stops the run with that message
-(a machine that cannot see the data); anything else per item (a bad clip) is
-the stage's business and comes back as a result, never a failed task.
+on either engine (a machine that cannot see the data); anything else per item
+(a bad clip) is the stage's business and comes back as a result, never a
+failed task.
 
 Set $SIGNLANG_WORKER_LOG to a folder every worker can write, and each worker
 process appends a line there per item it finished (`<host>-<pid>.log`): who
@@ -186,6 +187,8 @@ class LoggedWorker:
 def map_on_ray(items: Iterable, settings: ComputeSettings, function: Callable | None = None,
                worker_class: type | None = None, worker_args: tuple = ()) -> Iterator:
     """Ray Data over the pickled items: tasks running `function`, or an actor pool of `worker_class`."""
+    if settings.address is not None:
+        send_token_if_there_is_one()     # before Ray is imported: it reads the mode once
     import ray
     from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
 
@@ -208,14 +211,11 @@ def map_on_ray(items: Iterable, settings: ComputeSettings, function: Callable | 
                                      max_tasks_in_flight_per_actor=MAX_ITEMS_IN_FLIGHT_PER_WORKER)
             dataset = dataset.map_batches(RayWorkerBatch, fn_constructor_args=(worker_class, worker_args),
                                           batch_size=1, compute=pool, num_cpus=settings.cpus_per_worker)
-        try:
-            for row in dataset.iter_rows():
-                yield pickle.loads(row["payload"])
-        except Exception as error:
-            cause = worker_error_in(error)
-            if cause is None:
-                raise
-            raise WorkerError(str(cause)) from None
+        for row in dataset.iter_rows():
+            result = pickle.loads(row["payload"])
+            if isinstance(result, WorkerFailure):
+                raise WorkerError(result.message)
+            yield result
     finally:
         if started_here:
             ray.shutdown()
@@ -247,27 +247,27 @@ def connect(settings: ComputeSettings) -> bool:
     return True
 
 
+def send_token_if_there_is_one() -> None:
+    """Join a cluster with the token this machine holds, as `ray start` does (Ray 2.59+).
+
+    `ray start --head` turns token authentication on when a token exists
+    (~/.ray/auth_token, $RAY_AUTH_TOKEN or $RAY_AUTH_TOKEN_PATH), but a driver
+    joining it sends that token only under RAY_AUTH_MODE=token; without it the
+    cluster refuses the driver. An explicit RAY_AUTH_MODE is left as it is.
+    Ray reads the mode when it is first imported, so this runs before that.
+    """
+    has_token = (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                 or (Path.home() / ".ray" / "auth_token").exists())
+    if has_token:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def actor_count(settings: ComputeSettings) -> int:
     """compute.workers, or as many actors as the cluster's CPUs hold at compute.cpus_per_worker each."""
     import ray
     if settings.workers:
         return settings.workers
     return max(1, math.floor(ray.cluster_resources().get("CPU", 1) / settings.cpus_per_worker))
-
-
-def worker_error_in(error: BaseException) -> BaseException | None:
-    """The WorkerError an item function raised on a Ray worker, found in the chain Ray wraps it in."""
-    seen = set()
-    pending = [error]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, WorkerError):
-            return current
-        pending.extend([current.__cause__, current.__context__, getattr(current, "cause", None)])
-    return None
 
 
 class RayFunctionBatch:
@@ -290,9 +290,20 @@ class RayWorkerBatch:
         return run_batch(self.worker, batch)
 
 
+@dataclass(frozen=True)
+class WorkerFailure:
+    """A WorkerError travelling back as a result: Ray Data would wrap the exception and keep only its text."""
+    message: str
+
+
 def run_batch(call: Callable, batch: dict) -> dict:
     import numpy as np
     positions = [int(position) for position in batch["position"]]
-    results = [pickle.dumps(call(pickle.loads(payload), position), protocol=pickle.HIGHEST_PROTOCOL)
-               for position, payload in zip(positions, batch["payload"])]
+    results = []
+    for position, payload in zip(positions, batch["payload"]):
+        try:
+            result = call(pickle.loads(payload), position)
+        except WorkerError as error:
+            result = WorkerFailure(str(error))
+        results.append(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
     return {"position": np.array(positions, np.int64), "payload": np.array(results, dtype=object)}
