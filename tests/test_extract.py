@@ -1,13 +1,18 @@
 """Cached embeddings are exactly what the backbone computes; the cache is reused; bad reads stop it."""
 from __future__ import annotations
 
+import pickle
 import sys
 
 import h5py
 import numpy as np
 import pytest
 
+from stages.extract import ClipEmbedder, ClipJob, clip_key
 from stages.lib.backbone import build_frame_encoder
+from stages.lib.compute import WorkerError
+from stages.lib.engines import FrameEngineRecipe
+from stages.lib.storage import append_rows, create_frames_dataset
 from tests.conftest import run, run_unchecked, set_params
 
 STAGE = [sys.executable, "-m"]
@@ -76,3 +81,25 @@ def test_a_frame_that_cannot_be_read_stops_extract_with_the_clips_path(sampled_w
     assert result.returncode != 0
     assert f"cannot read the frames of clip 3 ({paths[3]})" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_worker_reads_its_clip_itself_and_refuses_frames_that_are_not_the_drivers(tmp_path):
+    frames = np.random.default_rng(3).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)   # (frames, H, W, 3)
+    frames_path = tmp_path / "frames.h5"
+    with h5py.File(frames_path, "w") as handle:
+        append_rows(create_frames_dataset(handle, 32), np.concatenate([frames[:2], frames]))   # clip 1: rows 2-8
+    encoder, _ = build_frame_encoder(32, "random")
+    embedder = ClipEmbedder(str(frames_path), FrameEngineRecipe.from_encoder(encoder, "keras"))
+    job = ClipJob(1, slice(2, 9), clip_key(frames), frames)
+    shipped = pickle.loads(pickle.dumps(job))                      # as a Ray worker receives it: no frames
+    assert shipped.frames is None and shipped.key == job.key and shipped.rows == job.rows
+    result = embedder(shipped)                                     # read from the file, checked, embedded
+    assert result.index == 1 and result.embeddings.shape == (7, 1280)
+    np.testing.assert_array_equal(result.embeddings, embedder(job).embeddings)
+    np.testing.assert_allclose(result.embeddings, encoder.predict(frames, verbose=0), atol=1e-5)
+
+    stale = ClipJob(1, slice(2, 9), clip_key(frames[::-1]), None)    # the driver hashed other frames
+    with pytest.raises(WorkerError, match=r"reads other frames for clip 1 than the driver from .*frames.h5: its copy"):
+        embedder(stale)
+    with pytest.raises(WorkerError, match=r"cannot read the frames of clip 1 from .*elsewhere.h5"):
+        ClipEmbedder(str(tmp_path / "elsewhere.h5"), FrameEngineRecipe.from_encoder(encoder, "keras"))(stale)

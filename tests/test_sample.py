@@ -16,7 +16,8 @@ from stages.lib.datasets import FoundFile
 from stages.lib.params import ParamsError, validate_params
 from stages.lib.storage import clip_slice
 from stages.lib.video import ClipRefused, Sampling, fixed_rate_indices, sample_clip, sample_video
-from stages.sample import check_classes_have_clips, check_splits_have_clips, plan_jobs
+from stages.lib.compute import WorkerError
+from stages.sample import SampleJob, check_classes_have_clips, check_splits_have_clips, plan_jobs, sample_one
 from tests.conftest import (REPO_ROOT, deep_update, run, run_unchecked, set_params, write_frame_images,
                             write_video)
 
@@ -141,6 +142,27 @@ def test_every_file_appears_in_the_manifest_with_its_status_and_reason(bad_input
         "refused_by_reason": {"cannot open as video": 4, "empty file (0 bytes)": 2, "not a video file": 2,
                               "empty class folder": 1, "too short": 1},
     }
+
+
+def test_on_ray_every_file_gets_the_same_manifest_row_and_the_outputs_are_the_same_bytes(bad_inputs_workspace,
+                                                                                          ray_cluster):
+    root = bad_inputs_workspace
+    run(SAMPLE, root)
+    local_frames, local_manifest = (root / "data/frames.h5").read_bytes(), (root / "data/manifest.csv").read_bytes()
+    set_params(root, {"compute": {"engine": "ray", "address": ray_cluster}})
+    result = run(SAMPLE, root)
+    assert f"Ray at {ray_cluster}" in result.stdout and "sampled 4 clips; refused 10 files" in result.stdout
+    assert (root / "data/manifest.csv").read_bytes() == local_manifest      # bad files: the same rows, reasons
+    assert (root / "data/frames.h5").read_bytes() == local_frames
+
+
+def test_a_worker_that_cannot_see_a_found_file_stops_the_run_instead_of_refusing_it(tmp_path):
+    gone = FoundFile(tmp_path / "hello" / "clip.mp4", "hello")             # found by the driver, not here
+    with pytest.raises(WorkerError, match=r"cannot see .*clip.mp4: every machine of the cluster needs the data"):
+        sample_one(SampleJob(gone, "mydata/hello/clip.mp4", "train", sampling(), 0.0))
+    refused = FoundFile(tmp_path / "hello" / "empty.mp4", "hello", refusal="empty file (0 bytes)")
+    row = sample_one(SampleJob(refused, "mydata/hello/empty.mp4", "train", sampling(), 0.0)).row
+    assert (row["status"], row["reason"]) == ("refused", "empty file (0 bytes)")   # a bad file stays a row
 
 
 def test_a_run_with_no_usable_clip_fails_after_writing_the_manifest(stage_workspace):
