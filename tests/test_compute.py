@@ -13,7 +13,7 @@ import time
 import pytest
 
 from stages.lib.compute import ComputeSettings, WorkerError, map_in_order, map_on_workers, worker_cpu_count
-from tests.conftest import REPO_ROOT, command_env
+from tests.conftest import REPO_ROOT, command_env, free_port
 
 LOCAL = ComputeSettings()
 ITEMS = list(range(12))
@@ -109,3 +109,11 @@ def test_a_worker_error_on_ray_stops_the_run_with_its_message_not_a_ray_tracebac
     with pytest.raises(WorkerError) as raised:
         list(map_in_order(refuse_seven, ITEMS, on_ray))
     assert str(raised.value) == "worker test-host cannot see /data/clip7.mp4"
+
+
+def test_joining_a_cluster_that_is_not_there_fails_at_once_saying_what_to_start():
+    address = f"127.0.0.1:{free_port()}"                  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(WorkerError, match=rf"cannot join the Ray cluster at {address}: .*is `ray start --head"):
+        list(map_in_order(abs, ITEMS, ComputeSettings("ray", address)))
+    assert time.monotonic() - started < 60                # not Ray's minutes of retries

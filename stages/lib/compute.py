@@ -66,7 +66,8 @@ WORKER_LOG_VARIABLE = "SIGNLANG_WORKER_LOG"
 
 
 class WorkerError(RuntimeError):
-    """Raised by an item function for what must stop the run (not a bad item); the message is for the user."""
+    """What must stop the run, not a bad item (a worker without the data, a cluster out of reach); the message
+    is for the user. Raised by an item function on a worker, or here."""
 
 
 @dataclass(frozen=True)
@@ -189,8 +190,12 @@ def map_on_ray(items: Iterable, settings: ComputeSettings, function: Callable | 
     """Ray Data over the pickled items: tasks running `function`, or an actor pool of `worker_class`."""
     if settings.address is not None:
         send_token_if_there_is_one()     # before Ray is imported: it reads the mode once
-    import ray
-    from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
+    try:
+        import ray
+        from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
+    except ImportError as error:
+        raise WorkerError(f"compute.engine is 'ray' but Ray Data cannot be imported ({error}): "
+                          "pip install -r requirements.txt, or set compute.engine: local") from None
 
     rows = [{"position": position, "payload": pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)}
             for position, item in enumerate(items)]
@@ -238,13 +243,31 @@ def connect(settings: ComputeSettings) -> bool:
         # "local": a new Ray for this run only, never one that someone else started on this machine.
         ray.init(address="local", include_dashboard=False, runtime_env=runtime_env, **quiet)
     else:
-        ray.init(address=settings.address, runtime_env=runtime_env, **quiet)
+        check_reachable(settings.address)
+        try:
+            ray.init(address=settings.address, runtime_env=runtime_env, **quiet)
+        except (ConnectionError, RuntimeError) as error:
+            raise WorkerError(f"cannot join the Ray cluster at {settings.address} ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0]}): is `ray start --head` running there, and does "
+                              "this machine hold its token in ~/.ray/auth_token? (README, \"Scale out\")") from None
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     resources = ray.cluster_resources()
     print(f"compute: Ray {'started here' if settings.address is None else 'at ' + settings.address} in "
           f"{time.perf_counter() - started:.1f} s: {len(ray.nodes())} node(s), {resources.get('CPU', 0):g} CPUs",
           flush=True)
     return True
+
+
+def check_reachable(address: str, timeout_seconds: float = 5.0) -> None:
+    """Fail in seconds on a head that does not answer: ray.init would retry for minutes."""
+    if address == "auto" or address.startswith("ray://"):
+        return
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_seconds).close()
+    except OSError as error:
+        raise WorkerError(f"cannot join the Ray cluster at {address}: {error}; is `ray start --head "
+                          f"--port={port}` running on {host}? (README, \"Scale out\")") from None
 
 
 def send_token_if_there_is_one() -> None:
