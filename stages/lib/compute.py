@@ -16,14 +16,15 @@ them, so what the driver writes from them is the same bytes.
   once in this process and calls it item by item, as the items come. Ray is
   never imported, so a machine without it runs the default pipeline.
 - `ray`: Ray Data, on Ray's own scheduler. Every item is one block, so one
-  task: `map_in_order` runs Ray tasks, `map_on_workers` an actor pool of
-  `compute.workers` actors (0: as many as the cluster's CPUs hold), each
-  reserving `compute.cpus_per_worker` CPUs. `preserve_order` hands the
-  results back in input order. A worker that dies costs only the items it
-  had in flight: Ray Data restarts a dead actor and resubmits its tasks, and
-  retries a task whose process died. With `compute.address` null a Ray
-  instance is started on this machine for the run, and stopped after it;
-  with an address the run joins that cluster as a driver and leaves it up.
+  task (past `MAX_BLOCKS` items, a few share one): `map_in_order` runs Ray
+  tasks, `map_on_workers` an actor pool of `compute.workers` actors (0: as
+  many as the cluster's CPUs hold), each reserving `compute.cpus_per_worker`
+  CPUs. `preserve_order` hands the results back in input order. A worker
+  that dies costs only the items it had in flight: Ray Data restarts a dead
+  actor and resubmits its tasks, and retries a task whose process died.
+  With `compute.address` null a Ray instance is started on this machine for
+  the run, and stopped after it; with an address the run joins that cluster
+  as a driver and leaves it up.
 
 What travels: items and results are pickled here, one bytes column, so they
 come back exactly as they left (arrays, dicts, floats) without Arrow's type
