@@ -228,7 +228,10 @@ def chiefs_policy(strategy, policy: str | None) -> str:
     @tf.function      # one traced collective, not eager per-replica calls
     def tally():
         return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(vote)), axis=None)
-    return PRECISION_POLICIES_TRAINED[int(np.argmax(tally().numpy()))]
+    votes = tally().numpy()
+    if votes.max() <= 0:
+        raise RuntimeError("no precision policy came from the chief (worker 0); every worker must run this")
+    return PRECISION_POLICIES_TRAINED[int(np.argmax(votes))]
 
 
 @dataclass(frozen=True)

@@ -163,8 +163,14 @@ def default_workspace(tmp_path_factory):
 
 
 def restore_baseline(root: Path) -> None:
-    """Put the committed baseline back: params, lock and reports from git, outputs from the DVC cache."""
+    """Put the committed baseline back: params, lock and reports from git, outputs from the DVC cache.
+
+    `git clean` too: an experiment's new files in a git-tracked output (fine-tuning's
+    curves under reports/finetune) would otherwise outlive it and make that output
+    look changed to the next experiment.
+    """
     run(["git", "reset", "--hard", "-q"], root)
+    run(["git", "clean", "-fdq"], root)
     run(DVC + ["checkout", "--force", "-q"], root)
 
 

@@ -156,7 +156,8 @@ def test_a_tf_config_that_names_no_worker_here_is_refused(tf_config, message):
         worker_role(tf_config)
 
 
-TWO_WORKER_FINETUNE = {"finetune": {"enabled": True, "epochs": 1, "batch_size": 2, "mixed_precision": "mixed_bfloat16"}}
+# float32: faster than bfloat16 on this CPU; the other worker still has to learn it from the chief's vote.
+TWO_WORKER_FINETUNE = {"finetune": {"enabled": True, "epochs": 1, "batch_size": 2, "mixed_precision": "float32"}}
 
 
 @pytest.fixture(scope="module")
@@ -191,16 +192,16 @@ def test_two_workers_train_one_model_and_only_the_chief_writes(two_worker_run, t
     summary = json.loads((chief / "reports/finetune/summary.json").read_text())
     assert summary["workers"] == 2 and summary["replicas"] == 2
     assert summary["global_batch_size"] == 2 * TWO_WORKER_FINETUNE["finetune"]["batch_size"]
-    assert summary["precision_policy"] == "mixed_bfloat16" and summary["epochs_run"] == 1
+    assert summary["precision_policy"] == "float32" and summary["epochs_run"] == 1
     assert "Epoch 1/1" in chief_log and "val_loss" in chief_log
     # The other worker trained under the chief's policy (it never reads one of its own) and wrote nothing here:
-    assert "worker 1 of 2 done, trained under mixed_bfloat16" in other_log
+    assert "worker 1 of 2 done, trained under float32" in other_log
     for path in ("models/finetuned", "reports/finetune", "reports/tensorboard/finetune"):
         assert sorted(p.name for p in (other / path).rglob("*")) == \
             sorted(p.name for p in (trained_workspace / path).rglob("*")), path
     assert json.loads((other / "models/finetuned/status.json").read_text()) == {"enabled": False}
     assert json.loads((chief / "models/finetuned/status.json").read_text()) == {
-        "enabled": True, "precision_policy_trained": "mixed_bfloat16"}
+        "enabled": True, "precision_policy_trained": "float32"}
     assert list((chief / "reports/tensorboard/finetune").rglob("*tfevents*"))
 
 
