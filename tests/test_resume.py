@@ -133,6 +133,10 @@ def test_a_ray_worker_killed_mid_run_costs_only_its_clips_and_the_run_finishes(e
     assert any(pid != victim and lines.count("started") for pid, lines in logs.items())
     assert not list((root / "features").rglob("*.partial"))
 
+    again = run(STAGE + ["stages.extract"], root)          # the cache, filled from Ray's results, is reused:
+    assert f"embedded 0 clips, reused {CLIPS}" in again.stdout and "compute: Ray" not in again.stdout  # no Ray
+    np.testing.assert_allclose(read_embeddings(root), uninterrupted, rtol=0, atol=1e-6)
+
 
 def copy_clips(clips: list[Path], dataset: Path) -> None:
     """Copy `<class>/<clip>.mp4` files into `dataset`, keeping their class folders."""
