@@ -1,7 +1,7 @@
 """Stage `benchmark`: measure speed and memory, never claim them. Writes `paths.benchmark`.
 
 Usage:
-    python -m stages.benchmark         # reads params.yaml: backbone, base.image_size, base.seq_len, sample.fps, benchmark
+    python -m stages.benchmark     # reads params.yaml: backbone, base.image_size, base.seq_len, sample.fps, benchmark
     dvc repro -f benchmark             # measure again on request (it re-runs by itself when code changes)
     dvc metrics diff                   # compare speed across commits and experiments
 
@@ -38,16 +38,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import keras
 import numpy as np
 
 from stages.lib.backbone import EMBEDDING_SIZE, build_frame_encoder
-from stages.lib.engines import (KerasFrameEngine, TFLiteFrameEngine, TFLiteModel, cached_tflite,
-                                convert_to_int8_tflite, convert_to_tflite, frame_encoder_tflite_path)
+from stages.lib.engines import (
+    KerasFrameEngine,
+    TFLiteFrameEngine,
+    TFLiteModel,
+    cached_tflite,
+    convert_to_int8_tflite,
+    convert_to_tflite,
+    frame_encoder_tflite_path,
+)
 from stages.lib.machine import cpu_description
 from stages.lib.models import build_full_model, build_head
 from stages.lib.params import load_params
@@ -64,11 +71,11 @@ EXTRACT_MEMORY_PROBE = """
 import json, resource, sys, tempfile
 from pathlib import Path
 from stages.extract import fill_cache
-from stages.lib.engines import TFLiteFrameEngine
-frames_path, tflite_path, clips = sys.argv[1], sys.argv[2], int(sys.argv[3])
-engine = TFLiteFrameEngine(Path(tflite_path).read_bytes())
+from stages.lib.engines import FrameEngineRecipe
+frames_path, tflite_path, clips, image_size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+recipe = FrameEngineRecipe("tflite", image_size, tflite_flatbuffer=Path(tflite_path).read_bytes())
 with tempfile.TemporaryDirectory() as cache:
-    fill_cache(Path(frames_path), list(range(clips)), engine, Path(cache), "probe")
+    fill_cache(Path(frames_path), list(range(clips)), recipe, Path(cache), "probe")
 print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -127,7 +134,11 @@ def benchmark_extraction(encoder, engine: TFLiteFrameEngine, tflite_path: Path, 
                          clips: list[np.ndarray], settings: dict) -> dict:
     """Extraction pipeline vs raw engine, same run; Keras tf.function for context; peak RSS at two sizes."""
     from stages.extract import fill_cache
+    from stages.lib.engines import FrameEngineRecipe
     count = settings["extract_clips"]
+    image_size = clips[0].shape[1]
+    # The stage's own path: the engine is built from this recipe in each run, as extract does.
+    recipe = FrameEngineRecipe("tflite", image_size, tflite_flatbuffer=tflite_path.read_bytes())
     flat = np.concatenate(clips[:count])                                     # (frames, H, W, 3)
     raw = timings(lambda: engine.embed(flat), settings["repeats"])
     keras_engine = KerasFrameEngine(encoder)
@@ -135,7 +146,7 @@ def benchmark_extraction(encoder, engine: TFLiteFrameEngine, tflite_path: Path, 
 
     def extract_fresh() -> None:
         with tempfile.TemporaryDirectory() as cache:
-            fill_cache(frames_path, list(range(count)), engine, Path(cache), "benchmark")
+            fill_cache(frames_path, list(range(count)), recipe, Path(cache), "benchmark")
     pipeline = timings(extract_fresh, settings["repeats"])
     results = {**rate_summary("extract_pipeline", pipeline, len(flat)),
                **rate_summary("extract_engine_raw", raw, len(flat)),
@@ -144,7 +155,7 @@ def benchmark_extraction(encoder, engine: TFLiteFrameEngine, tflite_path: Path, 
                                                       / results["extract_engine_raw_fps_best"], 3)
     for clip_count in sorted({max(count // 2, 1), len(clips)}):
         output = subprocess.run([sys.executable, "-c", EXTRACT_MEMORY_PROBE, str(frames_path), str(tflite_path),
-                                 str(clip_count)], capture_output=True, text=True, check=True)
+                                 str(clip_count), str(image_size)], capture_output=True, text=True, check=True)
         results[f"extract_peak_rss_mb_{clip_count}_clips"] = round(
             json.loads(output.stdout.splitlines()[-1])["peak_rss_mb"], 1)
     return results

@@ -1,8 +1,7 @@
 """Stage `extract`: run MobileNetV2 once per sampled frame and cache the embeddings in HDF5.
 
 Usage:
-    python -m stages.extract                 # reads params.yaml: backbone, extract
-    python -m stages.extract --shard 0/4     # fill the cache for a quarter of the clips only
+    python -m stages.extract                 # reads params.yaml: backbone, extract, compute
 
 Writes `paths.embeddings` (HDF5): `embeddings` (total frames, 1280) float32,
 one row per sampled frame in the same order as the frames file, the same
@@ -13,38 +12,56 @@ source, the image size, the preprocessing and the sampling rate.
 Every clip's embeddings are first saved to `paths.embedding_cache`, keyed by a
 hash of the clip's frames and of the backbone that embedded them, each file
 written atomically. So a killed run (even SIGKILL) resumes where it stopped,
-adding clips to a dataset embeds only the new ones, and shards run on several
-machines fill caches that, copied together, assemble into the same file one
-run gives. Memory stays flat: one clip's frames at a time (plus a few read
-ahead). The converted TFLite encoder is cached too, machine-wide, by backbone
-weights, image size and converter version (`frame_encoder_tflite_path`), so
-the assemble stage serves the very file that computed the embeddings.
+and adding clips to a dataset embeds only the new ones. Memory stays flat:
+one clip's frames at a time (plus a few read ahead). The converted TFLite
+encoder is cached too, machine-wide, by backbone weights, image size and
+converter version (`frame_encoder_tflite_path`), so the assemble stage serves
+the very file that computed the embeddings.
+
+Where the backbone runs is `compute` (stages/lib/compute.py). This process
+always reads and hashes every clip, decides from the cache what is missing,
+writes each cache file and assembles the output; only the embedding of the
+missing clips is handed out. Locally that is one engine in this process, fed
+by the reader thread. On Ray it is an actor pool: each actor builds the
+engine once from the flatbuffer this process converted (the same bytes
+everywhere), reads its clips' frames from the frames file at the same
+absolute path, checks them against this process's hash (a machine with
+another copy of the file stops the run instead of poisoning the cache), and
+returns the embeddings. Results arrive in clip order, so the output is the
+same whichever engine made it.
 
 A failure while reading the frames (a corrupt HDF5 chunk) stops the stage
 with the clip's path in the message, never a hang.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
 import os
 import queue
+import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import numpy as np
 from tqdm import tqdm
 
 from stages.lib.backbone import BACKBONE_NAME, EMBEDDING_SIZE, PREPROCESSING, build_frame_encoder
-from stages.lib.engines import frame_encoder_tflite_path, make_frame_engine
+from stages.lib.compute import ComputeSettings, WorkerError, map_on_workers, worker_cpu_count
+from stages.lib.engines import FrameEngineRecipe, frame_encoder_tflite_path
 from stages.lib.params import load_params
-from stages.lib.storage import (atomic_path, clip_slice, read_attributes, read_clip_table, read_offsets,
-                                write_clip_columns)
+from stages.lib.storage import (
+    atomic_path,
+    clip_slice,
+    read_attributes,
+    read_clip_table,
+    read_offsets,
+    write_clip_columns,
+)
 
 PREFETCH_CLIPS = 4  # clips read from HDF5 ahead of the backbone, so reading overlaps compute
 READER_TIMEOUT_SECONDS = 600  # one clip read never takes this long; past it, the reader is stuck
@@ -52,19 +69,6 @@ READER_TIMEOUT_SECONDS = 600  # one clip read never takes this long; past it, th
 
 class FramesUnreadable(RuntimeError):
     """The frames file could not be read at a clip; the message names the clip."""
-
-
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """'K/N' -> (K, N) with 0 <= K < N; None -> (0, 1), the whole dataset."""
-    if text is None:
-        return 0, 1
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise SystemExit(f"--shard must look like K/N (e.g. 0/4), got {text!r}") from None
-    if not 0 <= index < count:
-        raise SystemExit(f"--shard {text}: K must be in 0..N-1")
-    return index, count
 
 
 def backbone_signature(weights_source: str, image_size: int, engine: str) -> dict:
@@ -168,25 +172,90 @@ def iterate_clip_frames(frames_path: Path, indices: list[int]) -> Iterator[tuple
 
 
 @dataclass
+class ClipJob:
+    """One clip to embed. In the process that read it, it carries its frames; pickled for
+    another process (a Ray worker) it carries only which rows to read and their hash, so the
+    object store holds positions, not frames, and the driver's memory stays flat."""
+    index: int                     # clip index in the frames file
+    rows: slice                    # its rows of the frames dataset
+    key: str                       # content hash of its frames (the cache key)
+    frames: np.ndarray | None      # (clip frames, H, W, 3) uint8, while still in the reading process
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "frames": None}
+
+
+@dataclass
+class ClipEmbedding:
+    index: int
+    key: str
+    embeddings: np.ndarray         # (clip frames, 1280) float32
+
+
+class ClipEmbedder:
+    """The frame engine, built once per worker (once here when local, once per Ray actor)."""
+
+    def __init__(self, frames_path: str, recipe: FrameEngineRecipe):
+        self.frames_path = frames_path
+        self.engine = recipe.build(threads=worker_cpu_count())
+        self.handle: h5py.File | None = None      # opened on the first clip that arrives without frames
+
+    def __call__(self, job: ClipJob) -> ClipEmbedding:
+        frames = job.frames if job.frames is not None else self.read(job)
+        return ClipEmbedding(job.index, job.key, self.engine.embed(frames))   # (clip frames, 1280)
+
+    def read(self, job: ClipJob) -> np.ndarray:
+        """The clip's frames from this machine's view of the frames file, checked against the driver's hash."""
+        host = socket.gethostname()
+        try:
+            if self.handle is None:
+                self.handle = h5py.File(self.frames_path, "r")
+            frames = self.handle["frames"][job.rows]
+        except OSError as error:
+            raise WorkerError(f"worker {host} cannot read the frames of clip {job.index} from {self.frames_path}: "
+                              f"{error}; every machine needs the frames file at that path (README, \"Scale out\")"
+                              ) from None
+        if clip_key(frames) != job.key:
+            raise WorkerError(f"worker {host} reads other frames for clip {job.index} than the driver from "
+                              f"{self.frames_path}: its copy of the file is not the driver's (README, \"Scale out\")")
+        return frames
+
+
+@dataclass
 class CacheFill:
     embedded: int                  # clips embedded in this run
     reused: int                    # clips whose embeddings were already cached
     keys: dict[int, str]           # clip index -> content key of its cache file
 
 
-def fill_cache(frames_path: Path, indices: list[int], engine, cache_dir: Path, digest: str) -> CacheFill:
-    """Embed every listed clip whose result is not cached yet."""
+def fill_cache(frames_path: Path, indices: list[int], recipe: FrameEngineRecipe, cache_dir: Path, digest: str,
+               compute: ComputeSettings = ComputeSettings()) -> CacheFill:
+    """Embed every listed clip whose result is not cached yet, on the workers `compute` names.
+
+    Only this process touches the cache: it hashes each clip, skips the
+    cached ones, and saves each embedding that comes back, as it comes. The
+    bar counts clips done, reused or embedded, on any worker.
+    """
     fill = CacheFill(0, 0, {})
-    progress = tqdm(iterate_clip_frames(frames_path, indices), total=len(indices), desc="extract", unit="clip")
-    for index, frames, key in progress:
-        fill.keys[index] = key
-        target = clip_cache_path(cache_dir, digest, key)
-        if is_complete(target, npy_size((len(frames), EMBEDDING_SIZE))):
-            fill.reused += 1
-            continue
-        save_atomically(target, engine.embed(frames))   # (clip frames, 1280) float32
+    offsets = read_offsets(frames_path)
+    progress = tqdm(total=len(indices), desc=f"extract [{compute.describe()}]", unit="clip")
+
+    def clips_to_embed() -> Iterator[ClipJob]:
+        for index, frames, key in iterate_clip_frames(frames_path, indices):
+            fill.keys[index] = key
+            if is_complete(clip_cache_path(cache_dir, digest, key), npy_size((len(frames), EMBEDDING_SIZE))):
+                fill.reused += 1
+                progress.update()
+                continue
+            yield ClipJob(index, clip_slice(offsets, index), key, frames)
+
+    embedder_args = (str(Path(frames_path).absolute()), recipe)
+    for result in map_on_workers(ClipEmbedder, embedder_args, clips_to_embed(), compute):
+        save_atomically(clip_cache_path(cache_dir, digest, result.key), result.embeddings)
         fill.embedded += 1
+        progress.update()
         progress.set_postfix(new=fill.embedded, cached=fill.reused, refresh=False)
+    progress.close()
     return fill
 
 
@@ -206,12 +275,7 @@ def assemble_embeddings(frames_path: Path, output_path: Path, cache_dir: Path, d
             handle.attrs.update(attributes)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shard", help="K/N: only fill the cache for clips with index %% N == K")
-    args = parser.parse_args(argv)
-    shard_index, shard_count = parse_shard(args.shard)
-
+def main() -> None:
     params = load_params()
     frames_path = Path(params["paths"]["frames"])
     frame_attributes = read_attributes(frames_path)
@@ -222,25 +286,25 @@ def main(argv: list[str] | None = None) -> None:
     cache_dir = Path(params["paths"]["embedding_cache"])
 
     clip_count = len(read_offsets(frames_path)) - 1
-    indices = [index for index in range(clip_count) if index % shard_count == shard_index]
-    engine = make_frame_engine(encoder, params["extract"]["engine"], params["extract"]["batch_size"],
-                               tflite_cache=frame_encoder_tflite_path(weights_source, image_size))
+    recipe = FrameEngineRecipe.from_encoder(encoder, params["extract"]["engine"], params["extract"]["batch_size"],
+                                            tflite_cache=frame_encoder_tflite_path(weights_source, image_size))
     try:
-        fill = fill_cache(frames_path, indices, engine, cache_dir, digest)
-        print(f"embedded {fill.embedded} clips, reused {fill.reused} from the cache ({engine.name})")
-        if shard_count > 1:
-            print(f"shard {shard_index}/{shard_count} done; run without --shard to assemble")
-            return
+        fill = fill_cache(frames_path, list(range(clip_count)), recipe, cache_dir, digest,
+                          ComputeSettings.from_params(params))
+        print(f"embedded {fill.embedded} clips, reused {fill.reused} from the cache ({recipe.engine_name})")
         attributes = {**signature, **{key: frame_attributes[key] for key in
                                       ("sample_fps", "sampling", "color_order", "data_source")},
-                      "frame_preprocessing": frame_attributes["preprocessing"], "engine_name": engine.name,
+                      "frame_preprocessing": frame_attributes["preprocessing"], "engine_name": recipe.engine_name,
                       "layout": "(frame, embedding); clip i is rows offsets[i]:offsets[i+1]"}
         assemble_embeddings(frames_path, Path(params["paths"]["embeddings"]), cache_dir, digest, fill.keys,
                             attributes)
-    except FramesUnreadable as error:
+    except (FramesUnreadable, WorkerError) as error:
         raise SystemExit(f"extract: {error}") from None
     print(f"wrote {params['paths']['embeddings']}: {clip_count} clips")
 
 
 if __name__ == "__main__":
-    main()
+    # The importable module's main, not this `__main__` copy's: what it hands to Ray workers
+    # (jobs, functions, classes) must pickle as stages.extract.*, a name a worker can import.
+    from stages.extract import main as importable_main
+    importable_main()

@@ -1,14 +1,19 @@
 """Stage `sample`: take every clip's frames at one fixed rate in time and store them, with a manifest.
 
 Usage:
-    python -m stages.sample            # reads params.yaml: base.image_size, base.seed, data, sample
+    python -m stages.sample            # reads params.yaml: base.image_size, base.seed, data, sample, compute
 
 Reads the clips under `data.path` in the layout `data.source` names (see
 stages/lib/datasets.py), splits them by `data.split` (stages/lib/splits.py),
-and samples each with stages/lib/video.py in worker processes: `sample.fps`
-frames per second of the clip, the rate at which the live path takes camera
-frames, so a clip keeps its own length and a sign lasts as many frames in
-training as in front of the camera.
+and samples each with stages/lib/video.py on the workers `compute` names
+(stages/lib/compute.py: processes on this machine, or Ray tasks on a
+cluster; results come back in file order either way, so the outputs are the
+same bytes): `sample.fps` frames per second of the clip, the rate at which
+the live path takes camera frames, so a clip keeps its own length and a sign
+lasts as many frames in training as in front of the camera. A Ray worker
+opens each clip at the absolute path this machine found it at, so every
+machine must see the data there (README, "Scale out"); one that does not
+stops the run, naming itself, instead of refusing clips it cannot see.
 
 Writes
 - `paths.frames` (HDF5): `frames` (total frames, image_size, image_size, 3)
@@ -30,25 +35,35 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from multiprocessing import Pool
 from pathlib import Path
-from typing import Iterable
 
 import h5py
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from stages.lib.compute import ComputeSettings, WorkerError, map_in_order
 from stages.lib.datasets import FoundFile, discover
 from stages.lib.params import load_params
 from stages.lib.splits import SPLITS, assign_split
 from stages.lib.storage import append_rows, atomic_path, create_frames_dataset, write_clip_columns, write_offsets
-from stages.lib.video import (COLOR_ORDER, PREPROCESSING_DESCRIPTION, ClipRefused, Sampling, refusal_kind,
-                              sample_clip)
+from stages.lib.video import COLOR_ORDER, PREPROCESSING_DESCRIPTION, ClipRefused, Sampling, refusal_kind, sample_clip
 
 MANIFEST_COLUMNS = ["path", "label", "split", "signer", "status", "reason", "num_frames", "fps"]
+
+
+@dataclass(frozen=True)
+class SampleJob:
+    """One found file to sample: everything a worker on any machine needs, decided here."""
+    found: FoundFile               # its path absolute, so a worker elsewhere opens the same file
+    manifest_path: str             # the path the manifest shows, relative to the repository (`display_path`)
+    split: str
+    sampling: Sampling
+    frames_fps: float              # frames layout: the rate the images were taken at (0 = unknown)
 
 
 @dataclass
@@ -66,16 +81,22 @@ def display_path(path: Path) -> str:
         return absolute.as_posix()
 
 
-def sample_one(job: tuple[FoundFile, str, Sampling, float]) -> SampleResult:
-    """Sample one found file into a manifest row and frames (runs in a worker process)."""
-    found, split, sampling, frames_fps = job
-    row = {"path": display_path(found.path), "label": found.label, "split": split,
+def sample_one(job: SampleJob) -> SampleResult:
+    """Sample one found file into a manifest row and frames (runs on a worker: a process here, or on Ray)."""
+    found = job.found
+    row = {"path": job.manifest_path, "label": found.label, "split": job.split,
            "signer": found.signer, "status": "refused", "reason": found.refusal,
            "num_frames": 0, "fps": 0.0}
     if found.refusal:
         return SampleResult(row, None)
+    if not found.path.exists():
+        # The driver found this file, so a worker that cannot see it lacks the data: refusing
+        # the clip would silently drop it from the dataset. Stop the run and say where.
+        raise WorkerError(f"worker {socket.gethostname()} cannot see {found.path}: every machine of the cluster "
+                          "needs the data at the same path (a shared filesystem, or `dvc pull` into a checkout at "
+                          "that path; README, \"Scale out\")")
     try:
-        clip = sample_clip(found.path, sampling, found.frame_range, frames_fps)
+        clip = sample_clip(found.path, job.sampling, found.frame_range, job.frames_fps)
     except ClipRefused as refusal:
         row["reason"] = str(refusal)
         return SampleResult(row, None)
@@ -116,7 +137,8 @@ def sampling_from_params(params: dict) -> Sampling:
                     crop=sample["crop"])
 
 
-def plan_jobs(found_files: list[FoundFile], params: dict) -> list[tuple]:
+def plan_jobs(found_files: list[FoundFile], params: dict) -> list[SampleJob]:
+    """One job per found file, its split assigned: in the order of `found_files`, the manifest's order."""
     base, data, sample = params["base"], params["data"], params["sample"]
     mode, root = split_mode(data), Path(data["path"])
     sampling = sampling_from_params(params)
@@ -127,7 +149,8 @@ def plan_jobs(found_files: list[FoundFile], params: dict) -> list[tuple]:
                                  sample["val_fraction"], sample["test_fraction"], base["seed"], mode=mode)
         except ValueError as error:   # an index entry with a split we do not know: one bad item, not a crash
             found, split = replace(found, refusal=found.refusal or f"unknown split in the index: {error}"), ""
-        jobs.append((found, split, sampling, float(data["frames_fps"])))
+        jobs.append(SampleJob(replace(found, path=found.path.absolute()), display_path(found.path), split,
+                              sampling, float(data["frames_fps"])))
     return jobs
 
 
@@ -240,11 +263,15 @@ def main() -> None:
     except (FileNotFoundError, ValueError) as error:   # a wrong data.path or layout: say so, no traceback
         raise SystemExit(f"sample: {error}") from None
     jobs = plan_jobs(found_files, params)
-    # Workers return results in input order (imap), so output order is deterministic.
-    with Pool(os.cpu_count() or 1) as pool:
-        results = tqdm(pool.imap(sample_one, jobs, chunksize=2), total=len(jobs), desc="sample", unit="file")
-        manifest = write_outputs(Path(params["paths"]["frames"]), Path(params["paths"]["manifest"]),
-                                 results, params)
+    compute = ComputeSettings.from_params(params)
+    # Results come back in the jobs' order on every engine, so the outputs are deterministic;
+    # the bar counts files as their results reach this process, from every worker of the cluster.
+    results = tqdm(map_in_order(sample_one, jobs, compute), total=len(jobs), desc=f"sample [{compute.describe()}]",
+                   unit="file")
+    try:
+        manifest = write_outputs(Path(params["paths"]["frames"]), Path(params["paths"]["manifest"]), results, params)
+    except WorkerError as error:      # a worker without the data: say so, no traceback
+        raise SystemExit(f"sample: {error}") from None
     report(manifest, params)
     if not (manifest["status"] == "ok").any():
         raise SystemExit(f"sample: not one usable clip among {len(manifest)} files found under {data['path']} "
@@ -252,4 +279,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # The importable module's main, not this `__main__` copy's: what it hands to Ray workers
+    # (jobs, functions, classes) must pickle as stages.sample.*, a name a worker can import.
+    from stages.sample import main as importable_main
+    importable_main()

@@ -4,16 +4,19 @@ Everything here uses the real libraries (OpenCV, HDF5, Keras, DVC); nothing is m
 """
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 # Load aiortc's native libraries (pylibsrtp, av) before TensorFlow: loaded after it,
 # in one process, pylibsrtp crashes with a segmentation fault. The app imports
 # streamlit-webrtc first for the same reason.
 import aiortc  # noqa: F401  (import order matters, see above)
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -190,8 +193,14 @@ def default_workspace(tmp_path_factory):
 
 
 def restore_baseline(root: Path) -> None:
-    """Put the committed baseline back: params, lock and reports from git, outputs from the DVC cache."""
+    """Put the committed baseline back: params, lock and reports from git, outputs from the DVC cache.
+
+    `git clean` too: an experiment's new files in a git-tracked output (fine-tuning's
+    curves under reports/finetune) would otherwise outlive it and make that output
+    look changed to the next experiment.
+    """
     run(["git", "reset", "--hard", "-q"], root)
+    run(["git", "clean", "-fdq"], root)
     run(DVC + ["checkout", "--force", "-q"], root)
 
 
@@ -216,3 +225,46 @@ def set_params(root: Path, changes: dict) -> None:
     path = root / "params.yaml"
     params = deep_update(yaml.safe_load(path.read_text()), changes)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+RAY_CLUSTER_CPUS = 2
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory) -> str:
+    """A Ray head started with `ray start --head` on this machine, for the whole session: its address.
+
+    Stages join it through `compute.address`, exactly as they would join a real
+    cluster, and the tests that need Ray share it, so the session pays for one Ray
+    start-up. It is stopped by killing its process group, never by `ray stop`,
+    which would stop every Ray on the machine.
+    """
+    log_path = tmp_path_factory.mktemp("ray") / "ray_start.log"
+    port = free_port()
+    # Token authentication on, as on any machine where Ray has run (a token in ~/.ray/auth_token);
+    # drivers joining it send the token (the compute module does so for the stages, and this
+    # process does from here on, before it first imports Ray).
+    run([str(Path(sys.executable).parent / "ray"), "get-auth-token", "--generate"], REPO_ROOT)
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    with log_path.open("w") as log:       # a file, not a pipe: a full pipe would stall the head
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
+             f"--num-cpus={RAY_CLUSTER_CPUS}", "--include-dashboard=false", "--disable-usage-stats"],
+            stdout=log, stderr=subprocess.STDOUT, env=command_env(REPO_ROOT), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log_path.read_text():
+            assert process.poll() is None, f"ray start failed:\n{log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"ray start did not finish:\n{log_path.read_text()[-3000:]}"
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)

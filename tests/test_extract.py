@@ -1,15 +1,18 @@
-"""Cached embeddings are exactly what the backbone computes; the cache resumes, shards merge, bad reads stop it."""
+"""Cached embeddings are exactly what the backbone computes; the cache is reused; bad reads stop it."""
 from __future__ import annotations
 
-import shutil
+import pickle
 import sys
 
 import h5py
 import numpy as np
 import pytest
 
-from stages.extract import parse_shard
+from stages.extract import ClipEmbedder, ClipJob, clip_key
 from stages.lib.backbone import build_frame_encoder
+from stages.lib.compute import WorkerError
+from stages.lib.engines import FrameEngineRecipe
+from stages.lib.storage import append_rows, create_frames_dataset
 from tests.conftest import run, run_unchecked, set_params
 
 STAGE = [sys.executable, "-m"]
@@ -57,24 +60,16 @@ def test_embeddings_equal_the_backbone_on_the_sampled_frames(sampled_workspace):
     np.testing.assert_allclose(embeddings[:40], expected, atol=1e-4, rtol=1e-4)
 
 
-def test_second_run_reuses_the_cache_and_shards_merge_into_the_same_file(sampled_workspace):
+def test_second_run_reuses_the_cache_and_gives_the_same_file(sampled_workspace):
     root = sampled_workspace
     first = run(STAGE + ["stages.extract"], root)
     assert "embedded 20 clips, reused 0" in first.stdout
-    whole, _ = read_embeddings(root)
+    whole = (root / "features/embeddings.h5").read_bytes()
 
+    (root / "features/embeddings.h5").unlink()
     again = run(STAGE + ["stages.extract"], root)
     assert "embedded 0 clips, reused 20" in again.stdout
-
-    shutil.rmtree(root / "features/cache")
-    (root / "features/embeddings.h5").unlink()
-    shard_zero = run(STAGE + ["stages.extract", "--shard", "0/2"], root)
-    shard_one = run(STAGE + ["stages.extract", "--shard", "1/2"], root)
-    assert "embedded 10 clips" in shard_zero.stdout and "embedded 10 clips" in shard_one.stdout
-    assert not (root / "features/embeddings.h5").exists()             # shards only fill the cache
-    merged = run(STAGE + ["stages.extract"], root)
-    assert "embedded 0 clips, reused 20" in merged.stdout
-    np.testing.assert_array_equal(read_embeddings(root)[0], whole)
+    assert (root / "features/embeddings.h5").read_bytes() == whole
 
 
 def test_a_frame_that_cannot_be_read_stops_extract_with_the_clips_path(sampled_workspace):
@@ -88,12 +83,23 @@ def test_a_frame_that_cannot_be_read_stops_extract_with_the_clips_path(sampled_w
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("text,expected", [(None, (0, 1)), ("0/4", (0, 4)), ("3/4", (3, 4))])
-def test_parse_shard(text, expected):
-    assert parse_shard(text) == expected
+def test_a_worker_reads_its_clip_itself_and_refuses_frames_that_are_not_the_drivers(tmp_path):
+    frames = np.random.default_rng(3).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)   # (frames, H, W, 3)
+    frames_path = tmp_path / "frames.h5"
+    with h5py.File(frames_path, "w") as handle:
+        append_rows(create_frames_dataset(handle, 32), np.concatenate([frames[:2], frames]))   # clip 1: rows 2-8
+    encoder, _ = build_frame_encoder(32, "random")
+    embedder = ClipEmbedder(str(frames_path), FrameEngineRecipe.from_encoder(encoder, "keras"))
+    job = ClipJob(1, slice(2, 9), clip_key(frames), frames)
+    shipped = pickle.loads(pickle.dumps(job))                      # as a Ray worker receives it: no frames
+    assert shipped.frames is None and shipped.key == job.key and shipped.rows == job.rows
+    result = embedder(shipped)                                     # read from the file, checked, embedded
+    assert result.index == 1 and result.embeddings.shape == (7, 1280)
+    np.testing.assert_array_equal(result.embeddings, embedder(job).embeddings)
+    np.testing.assert_allclose(result.embeddings, encoder.predict(frames, verbose=0), atol=1e-5)
 
-
-@pytest.mark.parametrize("text", ["4/4", "a/b", "1"])
-def test_parse_shard_rejects_bad_values(text):
-    with pytest.raises(SystemExit, match="--shard"):
-        parse_shard(text)
+    stale = ClipJob(1, slice(2, 9), clip_key(frames[::-1]), None)    # the driver hashed other frames
+    with pytest.raises(WorkerError, match=r"reads other frames for clip 1 than the driver from .*frames.h5: its copy"):
+        embedder(stale)
+    with pytest.raises(WorkerError, match=r"cannot read the frames of clip 1 from .*elsewhere.h5"):
+        ClipEmbedder(str(tmp_path / "elsewhere.h5"), FrameEngineRecipe.from_encoder(encoder, "keras"))(stale)

@@ -35,6 +35,10 @@ def test_the_shipped_params_are_valid():
     ("base", "seq_len", "twenty", r"base.seq_len must be a whole number"),
     ("train", "learning_rate", -1, r"train.learning_rate is -1; it must be at least"),
     ("sample", "test_fraction", 0.9, r"sample.test_fraction is 0.9; it must be at most 0.5"),
+    ("compute", "engine", "dask", r"compute.engine is 'dask'; allowed values: local, ray"),
+    ("compute", "address", "10.0.0.5:6379", r"compute.engine is 'local'; an address names a Ray cluster to join"),
+    ("compute", "workers", -1, r"compute.workers is -1; it must be at least 0"),
+    ("compute", "cpus_per_worker", 0, r"compute.cpus_per_worker is 0; it must be at least 1"),
 ])
 def test_bad_values_are_named_with_what_is_allowed(section, key, value, message):
     with pytest.raises(ParamsError, match=message):
@@ -85,3 +89,18 @@ def test_train_overrides_are_read_as_yaml_like_dvc_exp_run_reads_them():
     assert changed["finetune"]["augment"]["brightness"] == 0.2
     assert DEFAULTS["train"]["epochs"] != 5                            # a copy: the params stay as they were
     validate_params(with_change("record", "train_overrides", ["train.epochs=5", "base.image_size=64"]))
+
+
+@pytest.mark.parametrize("address", [None, "auto", "10.0.0.5:6379", "head.example.org:6379", "ray://10.0.0.5:10001"])
+def test_ray_takes_no_address_or_one_to_join(address):
+    params = with_change("compute", "engine", "ray")
+    params["compute"]["address"] = address
+    validate_params(params)
+
+
+@pytest.mark.parametrize("address", ["10.0.0.5", "http://10.0.0.5:6379", "head:port", 6379])
+def test_a_ray_address_that_is_no_address_is_refused(address):
+    params = with_change("compute", "engine", "ray")
+    params["compute"]["address"] = address
+    with pytest.raises(ParamsError, match=r"compute.address is .*; allowed: null \(start a Ray here\), auto"):
+        validate_params(params)

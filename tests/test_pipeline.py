@@ -102,6 +102,24 @@ def test_a_finetune_experiment_leaves_dvc_status_clean(experiment):
     assert list((root / "reports/tensorboard/finetune").rglob("*tfevents*"))      # its own out, not train's
 
 
+def output_hashes(root: Path, stages: tuple[str, ...]) -> dict[str, str]:
+    """out path -> md5, as dvc.lock records them for these stages."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    return {out["path"]: out["md5"] for stage in stages for out in lock[stage]["outs"]}
+
+
+def test_switching_to_ray_reruns_sample_and_extract_only_and_their_outputs_stay_the_same(experiment):
+    root = experiment
+    before = output_hashes(root, ("sample", "extract"))
+    for cached in (root / "features/cache").rglob("*.npy"):        # embed anew on Ray, not from the local cache
+        cached.unlink()
+    result = run(DVC + ["exp", "run", "-S", "compute.engine=ray"], root)   # no address: a Ray started here
+    assert "compute: Ray started here" in result.stdout and "embedded 20 clips, reused 0" in result.stdout
+    assert stages_run(result.stdout) == {"sample", "extract"}      # same outputs: train and after not re-run
+    assert output_hashes(root, ("sample", "extract")) == before
+    assert_status_clean(root)
+
+
 # --- dvc.yaml itself --------------------------------------------------------------------------------
 
 def imported_modules(path: Path) -> set[Path]:

@@ -1,4 +1,4 @@
-"""Interrupted and growing work: SIGKILLed stages resume without redoing clips or leaving half files."""
+"""Interrupted and growing work: SIGKILLed stages (or Ray workers) resume without redoing clips or leaving half files."""
 from __future__ import annotations
 
 import os
@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import h5py
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from stages.lib.compute import MAX_ITEMS_IN_FLIGHT_PER_WORKER, WORKER_LOG_VARIABLE
 from tests.conftest import command_env, make_stage_workspace, run, set_params, write_video
 
 STAGE = [sys.executable, "-m"]
@@ -80,6 +82,60 @@ def test_sigkilled_extract_resumes_without_redoing_clips_and_matches_an_uninterr
     assert f"embedded {CLIPS - done} clips, reused {done} from the cache" in resumed.stdout
     np.testing.assert_allclose(read_embeddings(root), uninterrupted, rtol=0, atol=1e-5)
     assert not list((root / "features").glob("*.partial"))
+
+
+def worker_logs(folder: Path) -> dict[int, list[str]]:
+    """pid -> lines of each worker's log ($SIGNLANG_WORKER_LOG): "started", then "done <item>" per item."""
+    return {int(path.stem.rsplit("-", 1)[1]): path.read_text().splitlines() for path in folder.glob("*.log")}
+
+
+def items_done(logs: dict[int, list[str]]) -> list[int]:
+    return [int(line.split()[1]) for lines in logs.values() for line in lines if line.startswith("done ")]
+
+
+def test_a_ray_worker_killed_mid_run_costs_only_its_clips_and_the_run_finishes(extract_workspace, ray_cluster,
+                                                                             tmp_path):
+    root = tmp_path / "repo"                # a copy: the shared workspace stays local, as the other tests expect
+    shutil.copytree(extract_workspace, root)
+    uninterrupted = read_embeddings(root)                         # the fixture's local run
+    for cached in cached_clips(root):
+        cached.unlink()
+    set_params(root, {"compute": {"engine": "ray", "address": ray_cluster, "workers": 2}})
+    log_folder = tmp_path / "worker_logs"
+    log_folder.mkdir()
+    output = tmp_path / "extract.out"
+    with output.open("w") as stdout:
+        process = subprocess.Popen(STAGE + ["stages.extract"], cwd=root, stdout=stdout, stderr=subprocess.STDOUT,
+                                   env={**command_env(root), WORKER_LOG_VARIABLE: str(log_folder)})
+
+    def a_worker_is_busy() -> int | None:                          # a worker with two clips done: kill it now
+        for pid, lines in worker_logs(log_folder).items():
+            if sum(line.startswith("done ") for line in lines) >= 2:
+                return pid
+        assert process.poll() is None, output.read_text()[-3000:]
+        return None
+    deadline = time.monotonic() + 300
+    while (victim := a_worker_is_busy()) is None:
+        assert time.monotonic() < deadline, "no Ray worker got to work"
+        time.sleep(0.005)
+    os.kill(victim, signal.SIGKILL)
+    done_before_the_kill = len(items_done(worker_logs(log_folder)))
+    assert process.wait(timeout=600) == 0, output.read_text()[-3000:]
+
+    assert done_before_the_kill < CLIPS                             # it died mid-run, with work left
+    assert f"embedded {CLIPS} clips, reused 0 from the cache" in output.read_text()
+    np.testing.assert_allclose(read_embeddings(root), uninterrupted, rtol=0, atol=1e-6)
+    logs = worker_logs(log_folder)
+    done = Counter(items_done(logs))
+    assert set(done) == set(range(CLIPS))                           # every clip embedded, the victim's by others
+    redone = sum(count - 1 for count in done.values())
+    assert redone <= MAX_ITEMS_IN_FLIGHT_PER_WORKER                 # only what the dead worker had in flight
+    assert any(pid != victim and lines.count("started") for pid, lines in logs.items())
+    assert not list((root / "features").rglob("*.partial"))
+
+    again = run(STAGE + ["stages.extract"], root)          # the cache, filled from Ray's results, is reused:
+    assert f"embedded 0 clips, reused {CLIPS}" in again.stdout and "compute: Ray" not in again.stdout  # no Ray
+    np.testing.assert_allclose(read_embeddings(root), uninterrupted, rtol=0, atol=1e-6)
 
 
 def copy_clips(clips: list[Path], dataset: Path) -> None:

@@ -12,13 +12,13 @@ import pytest
 import yaml
 
 from stages.evaluate import refusal_counts
+from stages.lib.compute import WorkerError
 from stages.lib.datasets import FoundFile
 from stages.lib.params import ParamsError, validate_params
 from stages.lib.storage import clip_slice
 from stages.lib.video import ClipRefused, Sampling, fixed_rate_indices, sample_clip, sample_video
-from stages.sample import check_classes_have_clips, check_splits_have_clips, plan_jobs
-from tests.conftest import (REPO_ROOT, deep_update, run, run_unchecked, set_params, write_frame_images,
-                            write_video)
+from stages.sample import SampleJob, check_classes_have_clips, check_splits_have_clips, plan_jobs, sample_one
+from tests.conftest import REPO_ROOT, deep_update, run, run_unchecked, set_params, write_frame_images, write_video
 
 SAMPLE = [sys.executable, "-m", "stages.sample"]
 DEFAULTS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
@@ -143,6 +143,27 @@ def test_every_file_appears_in_the_manifest_with_its_status_and_reason(bad_input
     }
 
 
+def test_on_ray_every_file_gets_the_same_manifest_row_and_the_outputs_are_the_same_bytes(bad_inputs_workspace,
+                                                                                          ray_cluster):
+    root = bad_inputs_workspace
+    run(SAMPLE, root)
+    local_frames, local_manifest = (root / "data/frames.h5").read_bytes(), (root / "data/manifest.csv").read_bytes()
+    set_params(root, {"compute": {"engine": "ray", "address": ray_cluster}})
+    result = run(SAMPLE, root)
+    assert f"Ray at {ray_cluster}" in result.stdout and "sampled 4 clips; refused 10 files" in result.stdout
+    assert (root / "data/manifest.csv").read_bytes() == local_manifest      # bad files: the same rows, reasons
+    assert (root / "data/frames.h5").read_bytes() == local_frames
+
+
+def test_a_worker_that_cannot_see_a_found_file_stops_the_run_instead_of_refusing_it(tmp_path):
+    gone = FoundFile(tmp_path / "hello" / "clip.mp4", "hello")             # found by the driver, not here
+    with pytest.raises(WorkerError, match=r"cannot see .*clip.mp4: every machine of the cluster needs the data"):
+        sample_one(SampleJob(gone, "mydata/hello/clip.mp4", "train", sampling(), 0.0))
+    refused = FoundFile(tmp_path / "hello" / "empty.mp4", "hello", refusal="empty file (0 bytes)")
+    row = sample_one(SampleJob(refused, "mydata/hello/empty.mp4", "train", sampling(), 0.0)).row
+    assert (row["status"], row["reason"]) == ("refused", "empty file (0 bytes)")   # a bad file stays a row
+
+
 def test_a_run_with_no_usable_clip_fails_after_writing_the_manifest(stage_workspace):
     root = stage_workspace
     (root / "mydata" / "hello").mkdir(parents=True)
@@ -198,7 +219,7 @@ def test_split_fractions_must_leave_training_clips():
 def planned_splits(found: list[FoundFile], source: str, split: str, root: str = "mydata") -> list[str]:
     params = deep_update(yaml.safe_load(yaml.safe_dump(DEFAULTS)),
                          {"data": {"source": source, "path": root, "split": split}})
-    return [job[1] for job in plan_jobs(found, params)]
+    return [job.split for job in plan_jobs(found, params)]
 
 
 def signer_clips(count_signers: int = 40, clips_each: int = 5, given: str = "") -> list[FoundFile]:
@@ -228,7 +249,7 @@ def test_an_unknown_given_split_refuses_that_clip_only():
     params = deep_update(yaml.safe_load(yaml.safe_dump(DEFAULTS)),
                          {"data": {"source": "wlasl", "path": "mydata", "split": "given"}})
     jobs = plan_jobs(found, params)
-    assert [(job[0].refusal, job[1]) for job in jobs] == [
+    assert [(job.found.refusal, job.split) for job in jobs] == [
         ("unknown split in the index: split 'holdout' in the dataset index; allowed: train, val, test", ""),
         ("", "train")]
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
-from stages.lib.splits import SPLIT_MODES
 from stages.lib.sampling import CROP_MODES
+from stages.lib.splits import SPLIT_MODES
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -33,6 +34,10 @@ BACKBONE_NAMED_WEIGHTS = ("imagenet", "random")
 # that build the backbone, so replacing a file re-runs them (and its SHA-256 keys every cache).
 WEIGHTS_FOLDER = Path("data/weights")
 FRAME_ENGINES = ("tflite", "keras")
+COMPUTE_ENGINES = ("local", "ray")               # stages/lib/compute.py
+# What ray.init accepts as a cluster to join: "auto" (the one `ray start` runs on this machine),
+# host:port of the head, or a Ray Client address ray://host:port.
+RAY_ADDRESS_PATTERN = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-]+:[0-9]{1,5})$")
 PRECISION_POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # MobileNetV2 needs at least 32 px (five stride-2 stages); larger than 512 only
 # costs time, so such a value is almost surely a typo.
@@ -105,6 +110,8 @@ def validate_params(params: dict[str, Any]) -> None:
             require_number(params["sample"], "sample", key, minimum=0.0, maximum=0.5)
         if params["sample"]["val_fraction"] + params["sample"]["test_fraction"] >= 1.0:
             raise ParamsError("sample.val_fraction + sample.test_fraction must leave clips for training (sum < 1)")
+    if "compute" in params:
+        validate_compute(params["compute"])
     if "extract" in params:
         require_int(params["extract"], "extract", "batch_size", minimum=1)
         require_choice(params["extract"], "extract", "engine", FRAME_ENGINES)
@@ -159,6 +166,23 @@ def validate_generate(generate: dict) -> None:
     require_ordered_pair(generate, "generate", "signs_per_stream", require_int, minimum=1)
     require_ordered_pair(generate, "generate", "gap_seconds", require_number, minimum=0.0)
     require_number(generate, "generate", "idle_stream_seconds", minimum=MIN_IDLE_STREAM_SECONDS)
+
+
+def validate_compute(compute: dict) -> None:
+    """Where the per-clip work runs (stages/lib/compute.py)."""
+    engine = require_choice(compute, "compute", "engine", COMPUTE_ENGINES)
+    if not isinstance(compute, dict) or "address" not in compute:
+        raise ParamsError("compute.address is missing from params.yaml (null: start a Ray on this machine)")
+    address = compute["address"]
+    if address is not None:
+        if engine != "ray":
+            raise ParamsError(f"compute.address is {address!r} but compute.engine is {engine!r}; an address "
+                              "names a Ray cluster to join: set compute.engine: ray, or compute.address: null")
+        if not isinstance(address, str) or not RAY_ADDRESS_PATTERN.match(address):
+            raise ParamsError(f"compute.address is {address!r}; allowed: null (start a Ray here), auto, "
+                              "host:port of the Ray head, or ray://host:port")
+    require_int(compute, "compute", "workers", minimum=0)
+    require_int(compute, "compute", "cpus_per_worker", minimum=1)
 
 
 def validate_spotting(spotting: dict) -> None:

@@ -18,8 +18,9 @@ clip timestamps), not at the camera's rate, so a sign fills the buffer as it
 did in training. With the card's crop "signing_space", frames are cut to the
 signer's upper body by the same rule (stages/lib/faces.py), from recent
 faces. Each taken frame runs the backbone once (TFLite), its embedding enters
-a ring buffer of the last `seq_len`, and the head runs on the buffer. With the buffer holding a window's frames, the probabilities
-equal the full graph's on that window (test, <= 1e-4).
+a ring buffer of the last `seq_len`, and the head runs on the buffer. With
+the buffer holding a window's frames, the probabilities equal the full
+graph's on that window (test, <= 1e-4).
 
 SignSpotter turns the per-step probabilities into discrete signs:
 - probabilities are averaged over the last `smoothing_steps` steps;
