@@ -323,7 +323,7 @@ def planned_splits(found: list[FoundFile], params: dict, recordings_dir: Path, m
     """The split the sample stage will give each file under data.split `mode` (its own function)."""
     from stages.sample import plan_jobs  # the stage's planning, imported: one rule, not a copy of it
     data = {**params["data"], "source": "folder", "path": str(Path(recordings_dir).resolve()), "split": mode}
-    return [split for _, split, _, _ in plan_jobs(found, {**params, "data": data})]
+    return [job.split for job in plan_jobs(found, {**params, "data": data})]
 
 
 def split_counts(usable: list[FoundFile], splits: list[str]) -> dict[str, int]:
