@@ -5,8 +5,8 @@ Usage:
 
 Writes the served model `paths.model`: uint8 RGB frames
 (batch, seq_len, image_size, image_size, 3) -> MobileNetV2 preprocessing inside
-the graph -> TimeDistributed(MobileNetV2) -> the trained BiLSTM head -> float32
-softmax; beside it its card `paths.model_card` (labels, no-sign class, window,
+the graph -> MobileNetV2 on every frame (time folded into the batch) -> the
+trained BiLSTM head -> float32 softmax; beside it its card `paths.model_card` (labels, no-sign class, window,
 sampling rule, params, files) and batch-1 TFLite files of the frame encoder
 and the head, which the live path and the app run.
 

@@ -45,7 +45,7 @@ import h5py
 import keras
 import numpy as np
 
-from stages.lib.backbone import EMBEDDING_SIZE, build_frame_encoder
+from stages.lib.backbone import EMBEDDING_SIZE, FRAME_ENCODER_NAME, build_frame_encoder
 from stages.lib.engines import (
     KerasFrameEngine,
     TFLiteFrameEngine,
@@ -204,7 +204,7 @@ def benchmark_training(model, seq_len: int, num_classes: int, clips: list[np.nda
                          settings["repeats"], warmup=0)
 
     frozen = keras.models.clone_model(model)                                # frozen backbone, trainable head
-    frozen.get_layer("frame_encoder_per_frame").trainable = False
+    frozen.get_layer(FRAME_ENCODER_NAME).trainable = False
     frozen.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     frames = np.stack([clip[:seq_len] for clip in (clips * batch_size)[:batch_size]])   # (batch, T, H, W, 3)
     labels = np.zeros(len(frames), np.int64)

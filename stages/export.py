@@ -5,7 +5,7 @@ Usage:
     python -m stages.export                  # reads params.yaml: export
 
 Nobody in the training loop reads these files, and converting the whole
-TimeDistributed graph costs minutes on a CPU, so by default (`enabled:
+graph costs tens of seconds to minutes on a CPU, so by default (`enabled:
 false`) the stage only writes `export.json` saying nothing was exported; an
 experiment then pays nothing for it. With `enabled: true` it writes into
 `paths.export`:

@@ -15,11 +15,10 @@ stage (a second, no TensorFlow) and nothing after it.
 on windows of frames drawn anew every epoch exactly as the head's training
 drew windows of embeddings (position and speed from the head card), each
 window augmented anew (crop, rotation, brightness, contrast; flip only if
-enabled). The training graph folds time into the batch, (batch x seq_len,
-H, W, 3) through the encoder, because Keras 3 traced `TimeDistributed` for
-73-110 s here; it is the same function as the served TimeDistributed graph,
-with the same layers. Validation picks the kept weights; the test split is
-never read. Writes the tuned encoder and head weights into
+enabled). It trains the served graph itself (`build_full_model`, time folded
+into the batch for the encoder: it traces in seconds where Keras 3's
+`TimeDistributed` traced for 73-110 s here). Validation picks the kept
+weights; the test split is never read. Writes the tuned encoder and head weights into
 `paths.finetuned`, curves and summary.json (per-epoch time, trace time, peak
 RSS, precision probe) into `paths.finetune_logs`, TensorBoard events into
 `paths.finetune_tensorboard`.
@@ -340,21 +339,6 @@ def distributed_windows(strategy, global_batch: int, **window_settings):
     return strategy.distribute_datasets_from_function(per_input_pipeline)
 
 
-def build_training_graph(encoder, head, seq_len: int):
-    """(batch, seq_len, H, W, 3) uint8 -> probabilities, time folded into the batch for the encoder.
-
-    Same layers, same function as `build_full_model`'s TimeDistributed graph,
-    but it traces in seconds instead of minutes.
-    """
-    import keras
-    image_size = encoder.input_shape[1]
-    frames = keras.Input((seq_len, image_size, image_size, 3), dtype="uint8", name="frames")
-    flat = keras.layers.Reshape((image_size, image_size, 3))(keras.ops.reshape(frames, (-1, image_size,
-                                                                                       image_size, 3)))
-    embeddings = keras.ops.reshape(encoder(flat), (-1, seq_len, encoder.output_shape[-1]))   # (batch, T, 1280)
-    return keras.Model(frames, head(embeddings), name="sign_recognizer_training")
-
-
 def epoch_timer():
     """(Keras callback, list it fills with each epoch's wall seconds; the first includes the trace)."""
     import keras
@@ -434,7 +418,7 @@ def finetune_end_to_end(params: dict, head_card: dict, policy: str, strategy, fo
     from dvclive.keras import DVCLiveCallback
 
     from stages.lib.backbone import build_frame_encoder
-    from stages.lib.models import build_head, load_model
+    from stages.lib.models import build_full_model, build_head, load_model
     settings, paths, seed = params["finetune"], params["paths"], params["base"]["seed"]
     seq_len, image_size = int(head_card["seq_len"]), int(head_card["image_size"])
     keras.mixed_precision.set_global_policy(policy)
@@ -448,7 +432,7 @@ def finetune_end_to_end(params: dict, head_card: dict, policy: str, strategy, fo
                           train_settings["dropout"])
         head.set_weights(load_model(paths["head"]).get_weights())
         unfrozen = unfreeze_top_blocks(inner_mobilenet(encoder), settings["unfreeze_blocks"])
-        model = build_training_graph(encoder, head, seq_len)
+        model = build_full_model(encoder, head, seq_len)   # the served graph itself
         model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     # finetune.batch_size windows per replica (a worker, or a GPU): more replicas, a larger global batch.

