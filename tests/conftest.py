@@ -192,6 +192,24 @@ def default_workspace(tmp_path_factory):
     return root
 
 
+FINETUNE_EXPERIMENT_LOG = "exp_run.log"   # beside the fine-tuned workspace: what its `dvc exp run` printed
+
+
+@pytest.fixture(scope="session")
+def finetuned_workspace(trained_workspace, tmp_path_factory):
+    """A copy of the trained tiny pipeline after `dvc exp run -S finetune.enabled=true` (1 epoch, mixed bfloat16).
+
+    One fine-tuning run for the session: the DVC tests read what it re-ran and
+    the state it left, the fine-tuning tests read what it made.
+    """
+    root = tmp_path_factory.mktemp("finetuned") / "repo"
+    shutil.copytree(trained_workspace, root, symlinks=True)
+    result = run(DVC + ["exp", "run", "-S", "finetune.enabled=true", "-S", "finetune.epochs=1",
+                        "-S", "finetune.batch_size=2", "-S", "finetune.mixed_precision=mixed_bfloat16"], root)
+    (root.parent / FINETUNE_EXPERIMENT_LOG).write_text(result.stdout)
+    return root
+
+
 def restore_baseline(root: Path) -> None:
     """Put the committed baseline back: params, lock and reports from git, outputs from the DVC cache.
 

@@ -67,18 +67,6 @@ def test_augmentation_with_nothing_to_do_returns_the_clip():
     assert np.array_equal(augment_clip(clip, tf.constant(3), identity).numpy(), clip.numpy())
 
 
-@pytest.fixture(scope="module")
-def finetuned_workspace(trained_workspace, tmp_path_factory):
-    """A copy of the trained tiny pipeline, fine-tuned for one epoch under mixed bfloat16, assembled, evaluated."""
-    root = tmp_path_factory.mktemp("finetuned") / "repo"
-    shutil.copytree(trained_workspace, root, symlinks=True)
-    set_params(root, {"finetune": {"enabled": True, "epochs": 1, "batch_size": 2,
-                                   "mixed_precision": "mixed_bfloat16"}})
-    for stage in ("finetune", "assemble", "evaluate"):
-        run([sys.executable, "-m", f"stages.{stage}"], root)
-    return root
-
-
 def test_finetune_trains_end_to_end_and_serves_float32(finetuned_workspace, trained_workspace):
     root = finetuned_workspace
     summary = json.loads((root / "reports/finetune/summary.json").read_text())
