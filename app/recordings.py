@@ -48,6 +48,7 @@ import pandas as pd
 
 from stages.lib.datasets import NO_SIGN_LABEL, PARTIAL_MARK, RECORDING_TIME_FORMAT, FoundFile, discover
 from stages.lib.params import apply_overrides
+from stages.lib.video import ClipRefused, count_decodable_frames
 
 MAX_NAME_CHARACTERS = 40          # a sign or a signer; 40 characters of up to 4 UTF-8 bytes stay far below 255
 FORBIDDEN_CHARACTERS = '/\\:*?"<>|'   # path separators, and what Windows (and ':' on macOS) cannot store
@@ -213,13 +214,10 @@ def encode_video(frames_bgr: list[np.ndarray], fps: float, path: Path, codec: st
 
 def check_frame_count(path: Path, expected: int) -> None:
     """Decode the file: every frame written must come back (a full disk cuts a file short without an error)."""
-    capture = cv2.VideoCapture(str(path))
-    decoded = 0
     try:
-        while capture.grab():
-            decoded += 1
-    finally:
-        capture.release()
+        decoded = count_decodable_frames(path)
+    except ClipRefused:
+        decoded = 0
     if decoded != expected:
         raise OSError(f"{decoded} of {expected} frames could be read back")
 

@@ -65,6 +65,20 @@ def write_video(path: Path, frames_bgr: np.ndarray, fps: float = 25.0, fourcc: s
     return path
 
 
+def read_video(path: Path) -> tuple[np.ndarray, float]:
+    """Every frame of a video as (n, H, W, 3) uint8 BGR, and the frame rate its header declares."""
+    capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return np.stack(frames), fps
+
+
 def gray_ramp_frames(count: int, height: int = 48, width: int = 64) -> np.ndarray:
     """Frame i is a flat gray of brightness 10 + 20 * i: the frame index can be read back."""
     return np.stack([np.full((height, width, 3), 10 + 20 * i, np.uint8) for i in range(count)])

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import DVC, REPO_ROOT, run
+from tests.conftest import DVC, REPO_ROOT, read_video, run
 
 CHROMIUM = os.environ.get("SIGNLANG_CHROMIUM", "/usr/lib/chromium/chromium")   # the binary, not the wrapper script
 CHROMEDRIVER = os.environ.get("SIGNLANG_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -78,16 +78,8 @@ def write_y4m(path: Path, frames_bgr: np.ndarray, fps: int) -> Path:
 
 def read_frames(video_path: Path) -> tuple[np.ndarray, int]:
     """Every frame of a clip as BGR, and its frame rate: the raw material of the fake camera."""
-    capture = cv2.VideoCapture(str(video_path))
-    fps = int(round(capture.get(cv2.CAP_PROP_FPS) or 25))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return np.stack(frames), fps
+    frames, fps = read_video(video_path)
+    return frames, int(round(fps or 25))
 
 
 def first_test_stream(root: Path, minimum_signs: int) -> tuple[Path, list[str]]:

@@ -19,7 +19,7 @@ from stages.generate import plan_clips, plan_streams, take_timeline
 from stages.lib.datasets import NO_SIGN_LABEL
 from stages.lib.params import ParamsError, validate_params
 from stages.lib.synthetic import SIGNS, TRANSITION_SECONDS, Timeline, make_signer, render_timeline, rest_pose
-from tests.conftest import REPO_ROOT, make_stage_workspace, run
+from tests.conftest import REPO_ROOT, make_stage_workspace, read_video, run
 
 STAGE = [sys.executable, "-m", "stages.generate"]
 # 3 signs x 3 signers (1 val, 1 test) x 1 repetition, 1 idle clip each, 1 short stream per evaluation signer,
@@ -48,18 +48,6 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def read_video(path: Path) -> np.ndarray:
-    """(frames, H, W, 3) uint8 BGR."""
-    capture, frames = cv2.VideoCapture(str(path)), []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return np.stack(frames)
-
-
 def changed_pixels(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """(frames,) how many pixels differ between two equally long frame stacks, noise and compression aside."""
     def blur(frames):
@@ -71,6 +59,10 @@ def rebuilt(row: dict, settings: dict) -> tuple[Timeline, object]:
     """The take's timeline as the library builds it, and its signer."""
     signer = make_signer(row["signer_index"], row["seed"], settings["width"], settings["height"])
     return take_timeline(row, settings, signer), signer
+
+
+def read_video_frames(path: Path) -> np.ndarray:
+    return read_video(path)[0]                                             # (n, H, W, 3) uint8 BGR
 
 
 def test_indexes_list_exactly_the_files_written(generated):
@@ -102,7 +94,7 @@ def test_streams_only_for_evaluation_signers_with_their_ground_truth(generated):
         assert list(annotation) == ["kind", "signer", "split", "duration", "fps", "signs"]
         assert (annotation["kind"], annotation["signer"], annotation["split"]) == \
             (row["kind"], row["signer"], row["split"])
-        frames = read_video(generated / "data/streams" / row["path"])
+        frames = read_video_frames(generated / "data/streams" / row["path"])
         assert annotation["fps"] == GENERATE["fps"]
         assert annotation["duration"] == float(row["duration"]) == round(len(frames) / GENERATE["fps"], 3)
         if row["kind"] == "idle":
@@ -121,7 +113,7 @@ def test_stream_sign_times_are_where_the_hands_move(generated):
     for row in plan_streams(settings, seed=42):
         if row["kind"] != "signs":
             continue
-        frames = read_video(generated / "data/streams" / row["path"])      # (n, 72, 96, 3) uint8 BGR
+        frames = read_video_frames(generated / "data/streams" / row["path"])      # (n, 72, 96, 3) uint8 BGR
         motion = np.concatenate([[0], changed_pixels(frames[1:], frames[:-1])])
         annotation = json.loads((generated / "data/streams" / row["path"]).with_suffix(".json").read_text())
         timeline, signer = rebuilt(row, settings)
@@ -142,7 +134,7 @@ def test_sign_clips_begin_and_end_at_rest(generated):
     for row in plan_clips(settings, seed=42):
         if row["label"] == NO_SIGN_LABEL:
             continue
-        frames = read_video(generated / "data/synthetic" / row["path"])
+        frames = read_video_frames(generated / "data/synthetic" / row["path"])
         timeline, signer = rebuilt(row, settings)
         # The same take with the signer at rest throughout: same sway, breathing and noise.
         at_rest = render_timeline(Timeline(timeline.seed, timeline.key, [rest_pose()] * len(frames)), signer,

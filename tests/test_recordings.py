@@ -11,7 +11,6 @@ import unicodedata
 from datetime import datetime
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import yaml
@@ -29,7 +28,7 @@ from app.recordings import (
     write_recording,
 )
 from stages.lib.datasets import discover
-from tests.conftest import REPO_ROOT, write_video
+from tests.conftest import REPO_ROOT, read_video, write_video
 
 PARAMS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
 STARTED = datetime(2026, 12, 1, 14, 30, 0)
@@ -99,15 +98,8 @@ def test_a_clip_is_written_at_the_camera_rate_and_read_as_its_signers(tmp_path):
     frames = camera_frames(30)
     path = write_recording(frames, 29.97, tmp_path, "thanks", "ana", STARTED)
     assert path == tmp_path / "thanks" / "ana_20261201-143000.mp4"
-    capture = cv2.VideoCapture(str(path))
-    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(29.97, abs=0.01)
-    decoded = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        decoded.append(frame)
-    capture.release()
+    decoded, fps = read_video(path)
+    assert fps == pytest.approx(29.97, abs=0.01)
     assert len(decoded) == 30 and decoded[0].shape == (48, 64, 3)         # as the camera gave it: no resizing
     assert np.abs(np.array([frame.mean() for frame in decoded]) - [frame.mean() for frame in frames]).max() < 4
     assert [(clip.label, clip.signer, clip.refusal) for clip in discover("folder", tmp_path)] == [("thanks", "ana", "")]

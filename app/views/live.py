@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import av
+import numpy as np
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
@@ -50,25 +52,35 @@ def frame_timestamp(frame: av.VideoFrame) -> float:
     return float(frame.time) if frame.time is not None else time.monotonic()
 
 
-def make_video_frame_callback(live_session: LiveSession):
-    """The callback for this run of the script; it closes over this session's LiveSession only."""
+def guarded_frame_callback(process: Callable[[np.ndarray, float], np.ndarray], what: str):
+    """A streamlit-webrtc frame callback around `process` (BGR frame, stream time -> BGR frame to show).
+
+    THREAD BOUNDARY: the callback runs in streamlit-webrtc's frame thread, not
+    the script thread, so `process` may use only objects locked inside (a
+    LiveSession, a Recorder), never st.* calls or st.session_state. When it
+    fails, the camera's own frame is shown and the server log says once what
+    went wrong: the video keeps flowing.
+    """
     failures_logged = []
 
     def video_frame_callback(frame: av.VideoFrame) -> av.VideoFrame:
-        # THREAD BOUNDARY: runs in streamlit-webrtc's frame thread, not the script thread.
-        # It may use `live_session` (locked inside) and nothing else of the page: never
-        # st.* calls, never st.session_state.
         frame_bgr = frame.to_ndarray(format="bgr24")                  # (H, W, 3) uint8 BGR
         try:
-            snapshot = live_session.process_frame(frame_bgr, frame_timestamp(frame))
-        except Exception:  # keep the video flowing; say once in the server log what went wrong
+            shown = process(frame_bgr, frame_timestamp(frame))
+        except Exception:
             if not failures_logged:
-                LOGGER.exception("live recognition failed; the video continues without it")
+                LOGGER.exception("%s failed; the video continues without it", what)
                 failures_logged.append(True)
             return frame
-        return av.VideoFrame.from_ndarray(draw_overlay(frame_bgr, snapshot), format="bgr24")
-
+        return av.VideoFrame.from_ndarray(shown, format="bgr24")
     return video_frame_callback
+
+
+def make_video_frame_callback(live_session: LiveSession):
+    """The callback for this run of the script; it closes over this session's LiveSession only."""
+    return guarded_frame_callback(
+        lambda frame_bgr, seconds: draw_overlay(frame_bgr, live_session.process_frame(frame_bgr, seconds)),
+        "live recognition")
 
 
 def session_for_model(shared: SharedModel, settings: AppSettings) -> LiveSession:

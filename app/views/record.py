@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import av
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
@@ -42,7 +41,7 @@ from app.recordings import (
 )
 from app.settings import AppSettings, load_settings, rtc_configuration
 from app.training import going_run_name
-from app.views.live import MEDIA_STREAM_CONSTRAINTS, frame_timestamp, read_rtc_secrets
+from app.views.live import MEDIA_STREAM_CONSTRAINTS, guarded_frame_callback, read_rtc_secrets
 from stages.lib.datasets import NO_SIGN_LABEL
 from stages.lib.params import ParamsError
 
@@ -80,22 +79,7 @@ def recorder_for(settings: AppSettings) -> Recorder:
 
 def make_video_frame_callback(recorder: Recorder):
     """The callback for this run of the script; it closes over this session's Recorder only."""
-    failures_logged = []
-
-    def video_frame_callback(frame: av.VideoFrame) -> av.VideoFrame:
-        # THREAD BOUNDARY: runs in streamlit-webrtc's frame thread, not the script thread.
-        # It may use `recorder` (locked inside) and nothing else of the page.
-        frame_bgr = frame.to_ndarray(format="bgr24")                  # (H, W, 3) uint8 BGR
-        try:
-            shown = recorder.process_frame(frame_bgr, frame_timestamp(frame))
-        except Exception:  # keep the video flowing; say once in the server log what went wrong
-            if not failures_logged:
-                LOGGER.exception("recording failed; the video continues without it")
-                failures_logged.append(True)
-            return frame
-        return av.VideoFrame.from_ndarray(shown, format="bgr24")
-
-    return video_frame_callback
+    return guarded_frame_callback(recorder.process_frame, "recording")
 
 
 # --- what to record -------------------------------------------------------------------------------
