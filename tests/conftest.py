@@ -36,7 +36,7 @@ TINY_PARAMS = {
                  "idle_stream_seconds": 30},
     "sample": {"fps": 10, "min_frames": 3},
     "train": {"epochs": 3, "patience": 2, "batch_size": 8, "lstm_units": 8, "windows_per_clip": 2},
-    "benchmark": {"repeats": 2, "live_steps": 10, "eager_steps": 2, "extract_clips": 2, "e2e_steps": 1,
+    "benchmark": {"repeats": 2, "live_steps": 10, "eager_steps": 2, "extract_clips": 2, "e2e_steps": 1, "e2e_batch_windows": 1,
                   "train_windows": 64, "head_lstm_units": 8, "head_batch_size": 8, "clip_seconds": 1.0},
 }
 

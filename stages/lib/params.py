@@ -137,8 +137,8 @@ def validate_params(params: dict[str, Any]) -> None:
         if not isinstance(require_present(params["export"], "export", "enabled"), bool):
             raise ParamsError(f"export.enabled must be true or false, got {params['export']['enabled']!r}")
     if "benchmark" in params:
-        for key in ("repeats", "live_steps", "eager_steps", "extract_clips", "e2e_steps", "train_windows",
-                    "head_lstm_units", "head_batch_size"):
+        for key in ("repeats", "live_steps", "eager_steps", "extract_clips", "e2e_steps", "e2e_batch_windows",
+                    "train_windows", "head_lstm_units", "head_batch_size"):
             require_int(params["benchmark"], "benchmark", key, minimum=1)
         require_number(params["benchmark"], "benchmark", "clip_seconds", minimum=0.1, maximum=60.0)
     if "app" in params:
