@@ -41,10 +41,10 @@ TINY_PARAMS = {
 }
 
 
-# Tests that need a whole pipeline run, a browser or a served app are "slow": `pytest -m "not slow"`
-# runs the unit and stage tests alone (the developer's loop); the CI runs everything.
+# Tests that need a whole pipeline run, a Ray cluster, a browser or a served app are "slow":
+# `pytest -m "not slow"` runs the unit and stage tests alone (the developer's loop); the CI runs everything.
 SLOW_FIXTURES = {"trained_workspace", "default_workspace", "finetuned_workspace", "extract_workspace",
-                 "app_server", "chromium"}
+                 "ray_cluster", "app_server", "chromium"}
 
 
 def pytest_collection_modifyitems(config, items):
