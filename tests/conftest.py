@@ -47,10 +47,23 @@ SLOW_FIXTURES = {"trained_workspace", "default_workspace", "finetuned_workspace"
                  "ray_cluster", "app_server", "chromium"}
 
 
+# Fixtures built once per session (or module) that several tests share. Under pytest-xdist
+# (pytest.ini runs the suite on every core) the tests of one such fixture form an xdist group,
+# so they land on one worker and the fixture is built once, not once per worker. The fine-tuned
+# workspace is a copy of the trained one: one group. The first name a test uses picks its group.
+SHARED_FIXTURE_GROUPS = {"finetuned_workspace": "trained_workspace", "trained_workspace": "trained_workspace",
+                         "default_workspace": "default_workspace", "ray_cluster": "ray_cluster",
+                         "extract_workspace": "extract_workspace"}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        used = set(getattr(item, "fixturenames", ()))
+        if SLOW_FIXTURES & used:
             item.add_marker(pytest.mark.slow)
+        group = next((group for name, group in SHARED_FIXTURE_GROUPS.items() if name in used), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def write_video(path: Path, frames_bgr: np.ndarray, fps: float = 25.0, fourcc: str = "MJPG") -> Path:
