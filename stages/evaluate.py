@@ -17,7 +17,11 @@ Live page and `--mode signs`), and its per-step probabilities through the
 SignSpotter with the `spotting` params. Reported: the sign error rate (edit
 distance between emitted and true sign sequences over the number of true
 signs), false signs per minute on idle-only streams, and latency from a
-sign's true end to its emission. On validation streams only, a grid of
+sign's true end to its emission. The embeddings of the frames the live path
+took from each stream are kept under `paths.embedding_cache`, keyed by the
+stream, the served frame encoder and the sampling rule: an experiment that
+changed only the head replays them through the same ring buffer and head
+instead of decoding and embedding every stream again. On validation streams only, a grid of
 spotting settings is scored into `paths.spotting_validation`, the table the
 spotting defaults were chosen from; the test streams are scored with the
 params as they are.
@@ -30,6 +34,7 @@ and the emitted signs).
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from dataclasses import dataclass
@@ -51,10 +56,12 @@ from stages.lib.params import load_params
 from stages.lib.served import ServedBundle, load_bundle
 from stages.lib.storage import atomic_path, clip_slice, read_attributes, read_clip_table, read_offsets, write_json
 from stages.lib.stream_scoring import TrueSign, score_stream, summarise_streams
-from stages.lib.streaming import SpottingSettings, record_stream_steps, spot_signs
+from stages.lib.streaming import SpottingSettings, TakenFrames, record_stream_steps, replay_stream_steps, spot_signs
 from stages.lib.video import iterate_video_frames, refusal_kind
 from stages.lib.windows import centred_window, spread_windows
 
+# Under paths.embedding_cache: each stream's taken frames as embeddings (stream_steps).
+STREAM_CACHE_FOLDER = "streams"
 # The spotting settings tried on validation streams (the table the defaults come from).
 SWEEP_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SWEEP_MIN_HOLD_SECONDS = (0.1, 0.2, 0.3, 0.5)
@@ -207,15 +214,50 @@ def read_truth(video_path: Path) -> list[TrueSign]:
     return [TrueSign(sign["sign"], float(sign["start"]), float(sign["end"])) for sign in record["signs"]]
 
 
-def record_streams(bundle: ServedBundle, streams_dir: Path, splits: tuple[str, ...]) -> list[RecordedStream]:
+def stream_cache_path(cache_dir: Path, stream_path: Path, encoder_digest: str, bundle: ServedBundle) -> Path:
+    """Where a stream's taken frames are kept, keyed by all they depend on: the stream's bytes, the served
+    frame encoder's bytes and the sampling rule (rate, image size, crop). The head is not in the key."""
+    digest = hashlib.blake2b(stream_path.read_bytes(), digest_size=16)
+    digest.update(f"{encoder_digest}|{json.dumps(bundle.sampling.as_dict(), sort_keys=True)}".encode())
+    return cache_dir / STREAM_CACHE_FOLDER / f"{digest.hexdigest()}.npz"
+
+
+def stream_steps(bundle: ServedBundle, path: Path, cache_dir: Path, encoder_digest: str
+                 ) -> tuple[tuple[np.ndarray, np.ndarray], bool]:
+    """A stream's live-path steps ((steps,) times, (steps, classes) probabilities), and whether they were replayed.
+
+    The first run decodes it and runs the backbone on every frame the clock takes, as Live does,
+    and keeps those frames' embeddings; a later run with the same stream, encoder and sampling
+    (a `train.*` or `spotting.*` experiment) replays them through the same ring buffer and head.
+    """
+    cached = stream_cache_path(cache_dir, path, encoder_digest, bundle)
+    if cached.exists():
+        with np.load(cached) as arrays:
+            taken = TakenFrames(arrays["times"], arrays["ticks"], arrays["embeddings"])
+        return replay_stream_steps(bundle, taken), True
+    recorded: list[TakenFrames] = []
+    steps = record_stream_steps(bundle, iterate_video_frames(path), recorded)
+    with atomic_path(cached) as tmp:
+        with open(tmp, "wb") as handle:           # a file object: np.savez would add ".npz" to the name
+            np.savez(handle, **recorded[0].as_arrays())
+    return steps, False
+
+
+def record_streams(bundle: ServedBundle, streams_dir: Path, splits: tuple[str, ...], cache_dir: Path
+                   ) -> list[RecordedStream]:
     """Every stream of the given splits through the live path, once; the steps kept for spotting."""
     recorded = []
     index = read_stream_index(streams_dir)
+    encoder_digest = hashlib.blake2b(bundle.file("frame_encoder_tflite").read_bytes(), digest_size=16).hexdigest()
+    replayed = 0
     for row in index[index["split"].isin(splits)].itertuples():
         path = streams_dir / row.path
-        times, probabilities = record_stream_steps(bundle, iterate_video_frames(path))
+        (times, probabilities), from_cache = stream_steps(bundle, path, cache_dir, encoder_digest)
+        replayed += from_cache
         recorded.append(RecordedStream(path, row.split, row.kind == "idle", float(row.duration), read_truth(path),
                                        times, probabilities))
+    print(f"streams: {len(recorded)} through the live path, {replayed} of them replayed from the embeddings "
+          f"kept in {cache_dir / STREAM_CACHE_FOLDER} (same stream, encoder and sampling)")
     return recorded
 
 
@@ -299,7 +341,7 @@ def main() -> None:
     y_test = splits["test"].labels
     predicted = served["test"].argmax(axis=1)
 
-    streams = record_streams(bundle, Path(paths["streams"]), ("val", "test"))
+    streams = record_streams(bundle, Path(paths["streams"]), ("val", "test"), Path(paths["embedding_cache"]))
     val_streams = [stream for stream in streams if stream.split == "val"]
     test_streams = [stream for stream in streams if stream.split == "test"]
     metrics = {

@@ -88,6 +88,9 @@ def test_retuning_spotting_reruns_only_evaluate(experiment):
     result = run(DVC + ["exp", "run", "-S", "spotting.threshold=0.7"], experiment)
     assert stages_run(result.stdout) == {"evaluate"}
     assert_status_clean(experiment)
+    # The encoder did not change: every stream is replayed from its kept embeddings, not embedded again.
+    streams = len(pd.read_csv(experiment / "data/streams/index.csv"))
+    assert streams == 4 and f"streams: {streams} through the live path, {streams} of them replayed" in result.stdout
 
 
 def test_a_finetune_experiment_leaves_dvc_status_clean(finetuned_workspace):

@@ -65,6 +65,8 @@ class StreamingRecognizer:
             self.crop_tracker = SigningSpaceTracker()
         self.latest: Prediction | None = None
         self.latest_probabilities: np.ndarray | None = None                # (classes,)
+        self.latest_embedding: np.ndarray | None = None                    # (1280,) of the last frame taken
+        self.latest_ticks = 0                                               # clock ticks the last camera frame covered
         self.stepped = False          # did the last push run the head (a new model step)?
         self.steps = 0
 
@@ -74,6 +76,11 @@ class StreamingRecognizer:
         return 1.0 / self.bundle.sample_fps
 
     @property
+    def clock_took_frame(self) -> bool:
+        """Did the last camera frame enter the buffer (a clock tick), rather than being skipped?"""
+        return self.latest_ticks > 0
+
+    @property
     def buffer_fill(self) -> float:
         """0..1: how much of the ring buffer holds frames (predictions start at 1)."""
         return len(self.embeddings) / self.bundle.seq_len
@@ -81,7 +88,8 @@ class StreamingRecognizer:
     def reset(self) -> None:
         self.clock.reset()
         self.embeddings.clear()
-        self.latest = self.latest_probabilities = None
+        self.latest = self.latest_probabilities = self.latest_embedding = None
+        self.latest_ticks = 0
         self.stepped = False
         self.steps = 0
 
@@ -91,7 +99,7 @@ class StreamingRecognizer:
         Frames between clock ticks are skipped cheaply (no backbone run) and
         return the latest prediction unchanged, with `stepped` False.
         """
-        ticks = self.clock.ticks(timestamp)
+        ticks = self.latest_ticks = self.clock.ticks(timestamp)
         if not ticks:
             self.stepped = False
             return self.latest
@@ -101,7 +109,11 @@ class StreamingRecognizer:
 
     def push_prepared_frame(self, frame_rgb: np.ndarray, ticks: int = 1) -> Prediction | None:
         """A frame already through `prepare_frame` (image_size², RGB uint8) covering `ticks` clock ticks."""
-        embedding = self.bundle.frame_engine.embed(frame_rgb[None])[0]          # (1280,)
+        self.latest_embedding = self.bundle.frame_engine.embed(frame_rgb[None])[0]        # (1280,)
+        return self.push_embedding(self.latest_embedding, ticks)
+
+    def push_embedding(self, embedding: np.ndarray, ticks: int = 1) -> Prediction | None:
+        """A taken frame's (1280,) embedding covering `ticks` clock ticks: into the ring buffer, then the head."""
         for _ in range(ticks):
             self.embeddings.append(embedding)
         self.stepped = len(self.embeddings) == self.bundle.seq_len
@@ -233,18 +245,53 @@ def spot_signs(step_times: np.ndarray, step_probabilities: np.ndarray, labels: l
     return spotter.finish()
 
 
-def record_stream_steps(bundle: ServedBundle, frames: Iterable[tuple[float, np.ndarray]]
-                        ) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class TakenFrames:
+    """The frames a recognizer took from a stream, as embeddings: everything its head steps need."""
+    times: np.ndarray          # (taken,) stream seconds of each frame the clock took
+    ticks: np.ndarray          # (taken,) clock ticks each covered (more than 1 after a gap in the stream)
+    embeddings: np.ndarray     # (taken, 1280) float32
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        return {"times": self.times, "ticks": self.ticks, "embeddings": self.embeddings}
+
+
+def record_stream_steps(bundle: ServedBundle, frames: Iterable[tuple[float, np.ndarray]],
+                        taken: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Push (timestamp, BGR frame) pairs through a fresh recognizer; ((steps,) times, (steps, classes) probs).
 
     What the live path computes, kept so several spotting settings can be tried on one pass.
+    With `taken` (an empty list), it also receives the stream's TakenFrames, for `replay_stream_steps`.
     """
     recognizer = StreamingRecognizer(bundle)
-    times, probabilities = [], []
+    times, probabilities, taken_times, taken_ticks, embeddings = [], [], [], [], []
     for timestamp, frame in frames:
         recognizer.push_camera_frame(frame, timestamp)
+        if recognizer.clock_took_frame:
+            taken_times.append(timestamp)
+            taken_ticks.append(recognizer.latest_ticks)
+            embeddings.append(recognizer.latest_embedding)
         if recognizer.stepped:
             times.append(timestamp)
             probabilities.append(recognizer.latest_probabilities)
-    classes = len(bundle.labels)
+    if taken is not None:
+        stacked = np.stack(embeddings).astype(np.float32) if embeddings else np.zeros((0, 1280), np.float32)
+        taken.append(TakenFrames(np.array(taken_times, np.float64), np.array(taken_ticks, np.int64), stacked))
+    return steps_as_arrays(times, probabilities, len(bundle.labels))
+
+
+def replay_stream_steps(bundle: ServedBundle, taken: TakenFrames) -> tuple[np.ndarray, np.ndarray]:
+    """The head steps of `record_stream_steps` again from the frames' embeddings: the same ring buffer and
+    head, without decoding or the backbone (an experiment that changed only the head reuses the stream)."""
+    recognizer = StreamingRecognizer(bundle)
+    times, probabilities = [], []
+    for timestamp, ticks, embedding in zip(taken.times, taken.ticks, taken.embeddings):
+        recognizer.push_embedding(embedding, int(ticks))
+        if recognizer.stepped:
+            times.append(float(timestamp))
+            probabilities.append(recognizer.latest_probabilities)
+    return steps_as_arrays(times, probabilities, len(bundle.labels))
+
+
+def steps_as_arrays(times: list[float], probabilities: list[np.ndarray], classes: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array(times, np.float64), (np.stack(probabilities) if probabilities else np.zeros((0, classes)))
