@@ -1,7 +1,7 @@
 """Stage `train`: fit the BiLSTM head on windows of cached embeddings (no CNN in the loop).
 
 Usage:
-    python -m stages.train             # reads params.yaml: base.seed, base.seq_len, train
+    python -m stages.train             # reads params.yaml: base.seed, base.seq_len, train (train.seed: the head's own)
 
 Each epoch draws new windows of `base.seq_len` embeddings from every training
 clip (stages/lib/windows.py): at random positions around the clip's middle and
@@ -40,6 +40,12 @@ from stages.lib.windows import WindowJitter, centred_window, random_window, wind
 
 VALIDATION_JITTERED_WINDOWS = 2   # per validation clip, besides the centred one: validation sees off-centre windows too
 EDGE_SHARE = 0.15                 # edge windows reach this share of a clip in from either end
+
+
+def head_seed(params: dict) -> int:
+    """The head's seed: `train.seed`, or `base.seed` when that is null (the same data, another head)."""
+    seed = params["train"].get("seed")
+    return int(params["base"]["seed"] if seed is None else seed)
 
 
 def seed_everything(seed: int) -> None:
@@ -168,7 +174,8 @@ def clip_duration_summary(split: SplitClips, sample_fps: float, seq_len: int) ->
 def main() -> None:
     params = load_params()
     settings, paths, seq_len = params["train"], params["paths"], int(params["base"]["seq_len"])
-    seed_everything(params["base"]["seed"])
+    seed = head_seed(params)
+    seed_everything(seed)
     embeddings_path = paths["embeddings"]
     attributes = read_attributes(embeddings_path)
     classes = class_names(embeddings_path)
@@ -187,7 +194,9 @@ def main() -> None:
 
     jitter = window_settings(settings)
     train_windows = TrainingWindows(train_split, seq_len, settings["batch_size"], settings["windows_per_clip"],
-                                    jitter, params["base"]["seed"], no_sign_index, settings["edge_windows"])
+                                    jitter, seed, no_sign_index, settings["edge_windows"])
+    # Validation windows come from base.seed whatever train.seed is: heads of different seeds are compared
+    # (and their checkpoints picked) on the very same windows.
     validation = validation_windows(val_split, seq_len, jitter, params["base"]["seed"], no_sign_index)
     for folder in (paths["train_logs"], paths["train_tensorboard"]):
         shutil.rmtree(folder, ignore_errors=True)  # curves of an earlier run must not mix in

@@ -34,6 +34,8 @@ def test_the_shipped_params_are_valid():
     ("base", "image_size", 16, r"base.image_size is 16; it must be at least 32"),
     ("base", "seq_len", "twenty", r"base.seq_len must be a whole number"),
     ("train", "learning_rate", -1, r"train.learning_rate is -1; it must be at least"),
+    ("train", "seed", -3, r"train.seed is -3; it must be at least 0"),
+    ("train", "seed", 1.5, r"train.seed must be a whole number"),
     ("sample", "test_fraction", 0.9, r"sample.test_fraction is 0.9; it must be at most 0.5"),
     ("compute", "engine", "dask", r"compute.engine is 'dask'; allowed values: local, ray"),
     ("compute", "address", "10.0.0.5:6379", r"compute.engine is 'local'; an address names a Ray cluster to join"),
@@ -104,3 +106,11 @@ def test_a_ray_address_that_is_no_address_is_refused(address):
     params["compute"]["address"] = address
     with pytest.raises(ParamsError, match=r"compute.address is .*; allowed: null \(start a Ray here\), auto"):
         validate_params(params)
+
+
+def test_the_heads_seed_is_its_own_or_else_the_base_seed():
+    from stages.train import head_seed
+    assert DEFAULTS["train"]["seed"] is None                               # the shipped default
+    assert head_seed(DEFAULTS) == DEFAULTS["base"]["seed"]
+    assert head_seed(with_change("train", "seed", 7)) == 7
+    validate_params(with_change("train", "seed", 7))

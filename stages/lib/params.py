@@ -125,6 +125,8 @@ def validate_params(params: dict[str, Any]) -> None:
         require_int(train, "train", "edge_windows", minimum=0)
         require_number(train, "train", "position_jitter", minimum=0.0, maximum=0.5)
         require_number(train, "train", "speed_jitter", minimum=0.0, maximum=0.5)
+        if train.get("seed") is not None:          # null: base.seed
+            require_int(train, "train", "seed", minimum=0)
     if "finetune" in params:
         validate_finetune(params["finetune"])
     if "evaluate" in params:
