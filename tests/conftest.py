@@ -48,7 +48,7 @@ SLOW_FIXTURES = {"trained_workspace", "default_workspace", "finetuned_workspace"
 
 
 # Fixtures built once per session (or module) that several tests share. Under pytest-xdist
-# (pytest.ini runs the suite on every core) the tests of one such fixture form an xdist group,
+# (`-n auto --dist loadgroup`, the developer's loop) the tests of one such fixture form an xdist group,
 # so they land on one worker and the fixture is built once, not once per worker. The fine-tuned
 # workspace is a copy of the trained one: one group. The first name a test uses picks its group.
 SHARED_FIXTURE_GROUPS = {"finetuned_workspace": "trained_workspace", "trained_workspace": "trained_workspace",
