@@ -56,7 +56,7 @@ from stages.lib.params import load_params
 from stages.lib.served import ServedBundle, load_bundle
 from stages.lib.storage import atomic_path, clip_slice, read_attributes, read_clip_table, read_offsets, write_json
 from stages.lib.stream_scoring import TrueSign, score_stream, summarise_streams
-from stages.lib.streaming import SpottingSettings, TakenFrames, record_stream_steps, replay_stream_steps, spot_signs
+from stages.lib.streaming import SpottingSettings, TakenFrames, replay_stream_steps, spot_signs, take_stream_frames
 from stages.lib.video import iterate_video_frames, refusal_kind
 from stages.lib.windows import centred_window, spread_windows
 
@@ -235,12 +235,11 @@ def stream_steps(bundle: ServedBundle, path: Path, cache_dir: Path, encoder_dige
         with np.load(cached) as arrays:
             taken = TakenFrames(arrays["times"], arrays["ticks"], arrays["embeddings"])
         return replay_stream_steps(bundle, taken), True
-    recorded: list[TakenFrames] = []
-    steps = record_stream_steps(bundle, iterate_video_frames(path), recorded)
+    taken = take_stream_frames(bundle, iterate_video_frames(path))
     with atomic_path(cached) as tmp:
         with open(tmp, "wb") as handle:           # a file object: np.savez would add ".npz" to the name
-            np.savez(handle, **recorded[0].as_arrays())
-    return steps, False
+            np.savez(handle, **taken.as_arrays())
+    return replay_stream_steps(bundle, taken), False
 
 
 def record_streams(bundle: ServedBundle, streams_dir: Path, splits: tuple[str, ...], cache_dir: Path

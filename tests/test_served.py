@@ -66,15 +66,23 @@ def test_the_ring_buffer_holding_a_windows_frames_equals_the_full_graph_on_them(
 
 
 def test_replaying_a_streams_taken_frames_gives_the_live_paths_steps(trained_workspace, bundle):
-    from stages.lib.streaming import record_stream_steps, replay_stream_steps
+    """What evaluate keeps of a stream (the frames taken, as embeddings), replayed, is what a recognizer
+    fed the camera frames one at a time steps through: the same times and the same bits."""
+    from stages.lib.streaming import replay_stream_steps, take_stream_frames
     from stages.lib.video import iterate_video_frames
     stream = next((trained_workspace / "data/streams/val").glob("*_stream0.mp4"))
-    taken = []
-    times, probabilities = record_stream_steps(bundle, iterate_video_frames(stream), taken)
-    assert len(times) > 10 and np.sum(np.cumsum(taken[0].ticks) >= bundle.seq_len) == len(times)  # a step a frame, once full
-    replayed_times, replayed = replay_stream_steps(bundle, taken[0])
+    recognizer = StreamingRecognizer(bundle)
+    times, probabilities = [], []
+    for timestamp, frame in iterate_video_frames(stream):
+        recognizer.push_camera_frame(frame, timestamp)
+        if recognizer.stepped:
+            times.append(timestamp)
+            probabilities.append(recognizer.latest_probabilities)
+    taken = take_stream_frames(bundle, iterate_video_frames(stream))
+    assert len(times) > 10 and np.sum(np.cumsum(taken.ticks) >= bundle.seq_len) == len(times)  # a step a frame, once full
+    replayed_times, replayed = replay_stream_steps(bundle, taken)
     np.testing.assert_array_equal(replayed_times, times)
-    np.testing.assert_array_equal(replayed, probabilities)         # the same ring buffer and head: the same bits
+    np.testing.assert_array_equal(replayed, np.stack(probabilities))     # the same ring buffer and head: the same bits
 
 
 def test_camera_frames_enter_at_the_training_sampling_rate(bundle):

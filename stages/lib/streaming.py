@@ -11,6 +11,8 @@ Usage:
             for sign in spotter.update(recognizer.latest_probabilities, timestamp):
                 print(sign.sign, sign.start, sign.confidence)          # emitted once, when it has held
     spotter.finish(); spotter.signs                      # every sign made, with start, end, confidence
+    taken = take_stream_frames(bundle, iterate_video_frames("stream.mp4"))   # a file: the frames taken, embedded
+    times, probabilities = replay_stream_steps(bundle, taken)                # its steps; again for another head
 
 StreamingRecognizer: frames are taken at the rate training sampled clips
 (the card's `sample_fps`, by the same `SamplingClock` the sample stage ran on
@@ -65,8 +67,6 @@ class StreamingRecognizer:
             self.crop_tracker = SigningSpaceTracker()
         self.latest: Prediction | None = None
         self.latest_probabilities: np.ndarray | None = None                # (classes,)
-        self.latest_embedding: np.ndarray | None = None                    # (1280,) of the last frame taken
-        self.latest_ticks = 0                                               # clock ticks the last camera frame covered
         self.stepped = False          # did the last push run the head (a new model step)?
         self.steps = 0
 
@@ -76,11 +76,6 @@ class StreamingRecognizer:
         return 1.0 / self.bundle.sample_fps
 
     @property
-    def clock_took_frame(self) -> bool:
-        """Did the last camera frame enter the buffer (a clock tick), rather than being skipped?"""
-        return self.latest_ticks > 0
-
-    @property
     def buffer_fill(self) -> float:
         """0..1: how much of the ring buffer holds frames (predictions start at 1)."""
         return len(self.embeddings) / self.bundle.seq_len
@@ -88,10 +83,26 @@ class StreamingRecognizer:
     def reset(self) -> None:
         self.clock.reset()
         self.embeddings.clear()
-        self.latest = self.latest_probabilities = self.latest_embedding = None
-        self.latest_ticks = 0
+        self.latest = self.latest_probabilities = None
         self.stepped = False
         self.steps = 0
+
+    def take_camera_frame(self, frame_bgr: np.ndarray, timestamp: float) -> tuple[int, np.ndarray] | None:
+        """A raw camera frame (H, W, 3) BGR at `timestamp` seconds through the clock and the backbone, not the head.
+
+        None when the clock skips it (no backbone run); else (the clock ticks it covers, more
+        than 1 after a gap in the stream; its (1280,) embedding): what enters the ring buffer.
+        """
+        ticks = self.clock.ticks(timestamp)
+        if not ticks:
+            return None
+        reduced = reduce_frame(frame_bgr, self.bundle.image_size)
+        crop = self.crop_tracker.update(reduced, timestamp) if self.crop_tracker is not None else None
+        return ticks, self.embed_prepared_frame(prepare_reduced_frame(reduced, self.bundle.image_size, crop))
+
+    def embed_prepared_frame(self, frame_rgb: np.ndarray) -> np.ndarray:
+        """(image_size, image_size, 3) RGB uint8, already through `prepare_frame` -> its (1280,) embedding."""
+        return self.bundle.frame_engine.embed(frame_rgb[None])[0]
 
     def push_camera_frame(self, frame_bgr: np.ndarray, timestamp: float) -> Prediction | None:
         """A raw camera frame (H, W, 3) BGR at `timestamp` seconds; returns the current prediction.
@@ -99,18 +110,16 @@ class StreamingRecognizer:
         Frames between clock ticks are skipped cheaply (no backbone run) and
         return the latest prediction unchanged, with `stepped` False.
         """
-        ticks = self.latest_ticks = self.clock.ticks(timestamp)
-        if not ticks:
+        taken = self.take_camera_frame(frame_bgr, timestamp)
+        if taken is None:
             self.stepped = False
             return self.latest
-        reduced = reduce_frame(frame_bgr, self.bundle.image_size)
-        crop = self.crop_tracker.update(reduced, timestamp) if self.crop_tracker is not None else None
-        return self.push_prepared_frame(prepare_reduced_frame(reduced, self.bundle.image_size, crop), ticks)
+        ticks, embedding = taken
+        return self.push_embedding(embedding, ticks)
 
     def push_prepared_frame(self, frame_rgb: np.ndarray, ticks: int = 1) -> Prediction | None:
         """A frame already through `prepare_frame` (image_size², RGB uint8) covering `ticks` clock ticks."""
-        self.latest_embedding = self.bundle.frame_engine.embed(frame_rgb[None])[0]        # (1280,)
-        return self.push_embedding(self.latest_embedding, ticks)
+        return self.push_embedding(self.embed_prepared_frame(frame_rgb), ticks)
 
     def push_embedding(self, embedding: np.ndarray, ticks: int = 1) -> Prediction | None:
         """A taken frame's (1280,) embedding covering `ticks` clock ticks: into the ring buffer, then the head."""
@@ -256,33 +265,24 @@ class TakenFrames:
         return {"times": self.times, "ticks": self.ticks, "embeddings": self.embeddings}
 
 
-def record_stream_steps(bundle: ServedBundle, frames: Iterable[tuple[float, np.ndarray]],
-                        taken: list | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Push (timestamp, BGR frame) pairs through a fresh recognizer; ((steps,) times, (steps, classes) probs).
-
-    What the live path computes, kept so several spotting settings can be tried on one pass.
-    With `taken` (an empty list), it also receives the stream's TakenFrames, for `replay_stream_steps`.
-    """
+def take_stream_frames(bundle: ServedBundle, frames: Iterable[tuple[float, np.ndarray]]) -> TakenFrames:
+    """(timestamp, BGR frame) pairs through a fresh recognizer's clock and backbone: the frames it takes."""
     recognizer = StreamingRecognizer(bundle)
-    times, probabilities, taken_times, taken_ticks, embeddings = [], [], [], [], []
+    times, ticks, embeddings = [], [], []
     for timestamp, frame in frames:
-        recognizer.push_camera_frame(frame, timestamp)
-        if recognizer.clock_took_frame:
-            taken_times.append(timestamp)
-            taken_ticks.append(recognizer.latest_ticks)
-            embeddings.append(recognizer.latest_embedding)
-        if recognizer.stepped:
+        taken = recognizer.take_camera_frame(frame, timestamp)
+        if taken is not None:
             times.append(timestamp)
-            probabilities.append(recognizer.latest_probabilities)
-    if taken is not None:
-        stacked = np.stack(embeddings).astype(np.float32) if embeddings else np.zeros((0, 1280), np.float32)
-        taken.append(TakenFrames(np.array(taken_times, np.float64), np.array(taken_ticks, np.int64), stacked))
-    return steps_as_arrays(times, probabilities, len(bundle.labels))
+            ticks.append(taken[0])
+            embeddings.append(taken[1])
+    stacked = np.stack(embeddings).astype(np.float32) if embeddings else np.zeros((0, 1280), np.float32)
+    return TakenFrames(np.array(times, np.float64), np.array(ticks, np.int64), stacked)
 
 
 def replay_stream_steps(bundle: ServedBundle, taken: TakenFrames) -> tuple[np.ndarray, np.ndarray]:
-    """The head steps of `record_stream_steps` again from the frames' embeddings: the same ring buffer and
-    head, without decoding or the backbone (an experiment that changed only the head reuses the stream)."""
+    """A stream's head steps from the frames a recognizer took: the ring buffer and head, without decoding
+    or the backbone (a kept stream replays when an experiment changed only the head).
+    ((steps,) times, (steps, classes) probabilities)."""
     recognizer = StreamingRecognizer(bundle)
     times, probabilities = [], []
     for timestamp, ticks, embedding in zip(taken.times, taken.ticks, taken.embeddings):
@@ -290,8 +290,5 @@ def replay_stream_steps(bundle: ServedBundle, taken: TakenFrames) -> tuple[np.nd
         if recognizer.stepped:
             times.append(float(timestamp))
             probabilities.append(recognizer.latest_probabilities)
-    return steps_as_arrays(times, probabilities, len(bundle.labels))
-
-
-def steps_as_arrays(times: list[float], probabilities: list[np.ndarray], classes: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.array(times, np.float64), (np.stack(probabilities) if probabilities else np.zeros((0, classes)))
+    stacked = np.stack(probabilities) if probabilities else np.zeros((0, len(bundle.labels)))
+    return np.array(times, np.float64), stacked
