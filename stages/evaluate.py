@@ -19,7 +19,8 @@ distance between emitted and true sign sequences over the number of true
 signs), false signs per minute on idle-only streams, and latency from a
 sign's true end to its emission. The embeddings of the frames the live path
 took from each stream are kept under `paths.embedding_cache`, keyed by the
-stream, the served frame encoder and the sampling rule: an experiment that
+stream, the served frame encoder, the sampling rule and the source of the
+code that takes frames (stages/lib/streaming.py TAKE_PATH_SOURCES): an experiment that
 changed only the head replays them through the same ring buffer and head
 instead of decoding and embedding every stream again. On validation streams only, a grid of
 spotting settings is scored into `paths.spotting_validation`, the table the
@@ -56,7 +57,14 @@ from stages.lib.params import load_params
 from stages.lib.served import ServedBundle, load_bundle
 from stages.lib.storage import atomic_path, clip_slice, read_attributes, read_clip_table, read_offsets, write_json
 from stages.lib.stream_scoring import TrueSign, score_stream, summarise_streams
-from stages.lib.streaming import SpottingSettings, TakenFrames, replay_stream_steps, spot_signs, take_stream_frames
+from stages.lib.streaming import (
+    SpottingSettings,
+    TakenFrames,
+    replay_stream_steps,
+    spot_signs,
+    take_path_code_digest,
+    take_stream_frames,
+)
 from stages.lib.video import iterate_video_frames, refusal_kind
 from stages.lib.windows import centred_window, spread_windows
 
@@ -216,9 +224,11 @@ def read_truth(video_path: Path) -> list[TrueSign]:
 
 def stream_cache_path(cache_dir: Path, stream_path: Path, encoder_digest: str, bundle: ServedBundle) -> Path:
     """Where a stream's taken frames are kept, keyed by all they depend on: the stream's bytes, the served
-    frame encoder's bytes and the sampling rule (rate, image size, crop). The head is not in the key."""
+    frame encoder's bytes, the sampling rule (rate, image size, crop) and the take path's code. The head
+    is not in the key."""
     digest = hashlib.blake2b(stream_path.read_bytes(), digest_size=16)
-    digest.update(f"{encoder_digest}|{json.dumps(bundle.sampling.as_dict(), sort_keys=True)}".encode())
+    digest.update(f"{encoder_digest}|{json.dumps(bundle.sampling.as_dict(), sort_keys=True)}|"
+                  f"{take_path_code_digest()}".encode())
     return cache_dir / STREAM_CACHE_FOLDER / f"{digest.hexdigest()}.npz"
 
 
@@ -256,7 +266,7 @@ def record_streams(bundle: ServedBundle, streams_dir: Path, splits: tuple[str, .
         recorded.append(RecordedStream(path, row.split, row.kind == "idle", float(row.duration), read_truth(path),
                                        times, probabilities))
     print(f"streams: {len(recorded)} through the live path, {replayed} of them replayed from the embeddings "
-          f"kept in {cache_dir / STREAM_CACHE_FOLDER} (same stream, encoder and sampling)")
+          f"kept in {cache_dir / STREAM_CACHE_FOLDER} (same stream, encoder, sampling and take-path code)")
     return recorded
 
 

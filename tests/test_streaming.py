@@ -106,3 +106,20 @@ def test_stream_scores_give_error_rate_false_signs_and_latency():
     assert summary["stream_sign_error_rate"] == 0.5                    # one substitution over two true signs
     assert summary["stream_false_signs_per_minute"] == 1.0
     assert summary["stream_latency_seconds_median"] == pytest.approx(0.5)
+
+
+def test_kept_stream_frames_are_keyed_to_the_code_that_took_them(tmp_path):
+    """Editing any file of the take path (here the frame reduction in video.py) changes the key evaluate
+    keeps a stream's taken frames under, so a code change re-records streams; an unrelated file does not."""
+    import shutil
+
+    from stages.lib.streaming import LIB_DIR, TAKE_PATH_SOURCES, take_path_code_digest
+    lib = tmp_path / "lib"
+    shutil.copytree(LIB_DIR, lib, ignore=shutil.ignore_patterns("__pycache__"))
+    before = take_path_code_digest(lib)
+    assert before == take_path_code_digest(LIB_DIR)
+    (lib / "splits.py").write_text((lib / "splits.py").read_text() + "\n# not on the take path\n")
+    assert take_path_code_digest(lib) == before
+    assert "video.py" in TAKE_PATH_SOURCES
+    (lib / "video.py").write_text((lib / "video.py").read_text() + "\n# a changed frame reduction\n")
+    assert take_path_code_digest(lib) != before

@@ -41,9 +41,11 @@ Not thread-safe: one recognizer and one spotter per video stream.
 """
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -51,6 +53,10 @@ from stages.lib.served import Prediction, ServedBundle, prediction_from_probabil
 from stages.lib.video import SamplingClock, prepare_reduced_frame, reduce_frame
 
 EPSILON_SECONDS = 1e-6
+LIB_DIR = Path(__file__).resolve().parent
+# The code a camera frame goes through before the ring buffer: the clock, frame reduction and crop,
+# the bundle's engines. Frames kept from a stream are valid only for the code that took them.
+TAKE_PATH_SOURCES = ("streaming.py", "video.py", "faces.py", "sampling.py", "served.py", "engines.py")
 
 
 class StreamingRecognizer:
@@ -263,6 +269,14 @@ class TakenFrames:
 
     def as_arrays(self) -> dict[str, np.ndarray]:
         return {"times": self.times, "ticks": self.ticks, "embeddings": self.embeddings}
+
+
+def take_path_code_digest(lib_dir: Path = LIB_DIR) -> str:
+    """A digest of the take path's source files (TAKE_PATH_SOURCES): part of the key of kept stream frames."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in TAKE_PATH_SOURCES:
+        digest.update(name.encode() + b"\0" + (lib_dir / name).read_bytes())
+    return digest.hexdigest()
 
 
 def take_stream_frames(bundle: ServedBundle, frames: Iterable[tuple[float, np.ndarray]]) -> TakenFrames:
