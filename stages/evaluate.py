@@ -222,17 +222,18 @@ def read_truth(video_path: Path) -> list[TrueSign]:
     return [TrueSign(sign["sign"], float(sign["start"]), float(sign["end"])) for sign in record["signs"]]
 
 
-def stream_cache_path(cache_dir: Path, stream_path: Path, encoder_digest: str, bundle: ServedBundle) -> Path:
+def stream_cache_path(cache_dir: Path, stream_path: Path, encoder_digest: str, code_digest: str,
+                      bundle: ServedBundle) -> Path:
     """Where a stream's taken frames are kept, keyed by all they depend on: the stream's bytes, the served
     frame encoder's bytes, the sampling rule (rate, image size, crop) and the take path's code. The head
     is not in the key."""
     digest = hashlib.blake2b(stream_path.read_bytes(), digest_size=16)
     digest.update(f"{encoder_digest}|{json.dumps(bundle.sampling.as_dict(), sort_keys=True)}|"
-                  f"{take_path_code_digest()}".encode())
+                  f"{code_digest}".encode())
     return cache_dir / STREAM_CACHE_FOLDER / f"{digest.hexdigest()}.npz"
 
 
-def stream_steps(bundle: ServedBundle, path: Path, cache_dir: Path, encoder_digest: str
+def stream_steps(bundle: ServedBundle, path: Path, cache_dir: Path, encoder_digest: str, code_digest: str
                  ) -> tuple[tuple[np.ndarray, np.ndarray], bool]:
     """A stream's live-path steps ((steps,) times, (steps, classes) probabilities), and whether they were replayed.
 
@@ -240,7 +241,7 @@ def stream_steps(bundle: ServedBundle, path: Path, cache_dir: Path, encoder_dige
     and keeps those frames' embeddings; a later run with the same stream, encoder and sampling
     (a `train.*` or `spotting.*` experiment) replays them through the same ring buffer and head.
     """
-    cached = stream_cache_path(cache_dir, path, encoder_digest, bundle)
+    cached = stream_cache_path(cache_dir, path, encoder_digest, code_digest, bundle)
     if cached.exists():
         with np.load(cached) as arrays:
             taken = TakenFrames(arrays["times"], arrays["ticks"], arrays["embeddings"])
@@ -258,10 +259,11 @@ def record_streams(bundle: ServedBundle, streams_dir: Path, splits: tuple[str, .
     recorded = []
     index = read_stream_index(streams_dir)
     encoder_digest = hashlib.blake2b(bundle.file("frame_encoder_tflite").read_bytes(), digest_size=16).hexdigest()
+    code_digest = take_path_code_digest()              # once: every stream's key shares it
     replayed = 0
     for row in index[index["split"].isin(splits)].itertuples():
         path = streams_dir / row.path
-        (times, probabilities), from_cache = stream_steps(bundle, path, cache_dir, encoder_digest)
+        (times, probabilities), from_cache = stream_steps(bundle, path, cache_dir, encoder_digest, code_digest)
         replayed += from_cache
         recorded.append(RecordedStream(path, row.split, row.kind == "idle", float(row.duration), read_truth(path),
                                        times, probabilities))
