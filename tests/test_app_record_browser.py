@@ -15,10 +15,10 @@ and presses Record and Keep four times for each of two signer names (`ana`,
 `ben`): eight clips per sign; one clip more is played back and discarded. On the Train page it presses "Train on my
 recordings" with test-sized params passed the way a user passes them:
 params.yaml `record.train_overrides` (windows of 8 frames at 5 frames/s, a
-small head; frames at the default 224 px, MobileNetV2's own size), which the page prefills as its extra `-S` settings.
-When the run has finished it relaunches the browser with held-out takes (two
-repetitions of `clap` by each drawn signer that the camera never played while
-recording), makes the new
+small head; frames at the default 224 px, MobileNetV2's own size), which the
+page prefills as its extra `-S` settings. When the run has finished it
+relaunches the browser with held-out takes (two repetitions of `clap` by each
+drawn signer that the camera never played while recording), makes the new
 model the one Live uses with one click on the Model page, goes to Live and
 waits until the sentence names `clap`.
 
@@ -56,7 +56,8 @@ HELD_OUT_SIGN = "clap"
 SEED, CAMERA_FPS, CAMERA_WIDTH, CAMERA_HEIGHT = 42, 25, 160, 120
 DRAWN_SIGNERS = (0, 1)                    # the synthetic people the recording cameras show, in turn
 TAKES_PER_SIGNER = 5                      # repetitions 0..4 in the recording loops (the clips catch more variety)
-HELD_OUT_REPETITIONS = range(5, 7)        # live: two new repetitions by each drawn signer, as a user tries a sign again
+# Live: two new repetitions by each drawn signer (never in the recording loops), as a user tries a sign again.
+HELD_OUT_REPETITIONS = range(TAKES_PER_SIGNER, TAKES_PER_SIGNER + 2)
 # What the workspace's params.yaml says, as a user would set it for a quick first run.
 RECORD_PARAMS = {
     "seconds": 1.5, "countdown_seconds": 0.3, "target_clips": 8,
@@ -94,7 +95,7 @@ def sign_loop(sign_name: str, repetitions: range) -> np.ndarray:
 
 
 def camera_file(folder: Path, sign_name: str, repetitions: range = range(TAKES_PER_SIGNER)) -> Path:
-    path = folder / f"{sign_name}_{repetitions.start}.y4m"
+    path = folder / f"{sign_name}_{repetitions.start}-{repetitions.stop}.y4m"
     return path if path.exists() else write_y4m(path, sign_loop(sign_name, repetitions), CAMERA_FPS)
 
 
