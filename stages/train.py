@@ -141,6 +141,13 @@ def training_callbacks(settings: dict, paths: dict, live: Live) -> list[keras.ca
         DVCLiveCallback(live=live),
         keras.callbacks.TensorBoard(log_dir=paths["train_tensorboard"]),
         keras.callbacks.ModelCheckpoint(paths["head"], monitor="val_loss", save_best_only=True),
+        *fitting_callbacks(settings),
+    ]
+
+
+def fitting_callbacks(settings: dict) -> list[keras.callbacks.Callback]:
+    """What decides how the fit goes (stop, learning rate), without the stage's logs and checkpoint."""
+    return [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings["patience"],
                                       restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
@@ -153,9 +160,11 @@ def window_settings(settings: dict) -> WindowJitter:
 
 
 def train_head(train: TrainingWindows, validation: tuple[np.ndarray, np.ndarray], num_classes: int,
-               settings: dict, callbacks: list) -> keras.Model:
+               settings: dict, callbacks: list, centre_in_time: bool = True) -> keras.Model:
     """Build and fit the head; returns it with the best validation weights restored."""
-    head = build_head(train.seq_len, num_classes, settings["lstm_units"], settings["dropout"])
+    feature_size = train.split.clips[0].shape[-1]                       # 1280 for MobileNetV2 embeddings
+    head = build_head(train.seq_len, num_classes, settings["lstm_units"], settings["dropout"], feature_size,
+                      centre_in_time)
     head.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]),
                  loss="sparse_categorical_crossentropy",
                  metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=3, name="top3")])

@@ -39,10 +39,19 @@ class TemporalCentering(keras.layers.Layer):
         return sequence - keras.ops.mean(sequence, axis=1, keepdims=True)
 
 
-def build_head(seq_len: int, num_classes: int, lstm_units: int, dropout: float) -> keras.Model:
-    """(batch, seq_len, 1280) float embeddings -> (batch, num_classes) float32 probabilities."""
-    embeddings = keras.Input((seq_len, EMBEDDING_SIZE), name="embeddings")
-    motion = TemporalCentering(name="temporal_centering")(embeddings)           # (batch, T, 1280)
+def build_head(seq_len: int, num_classes: int, lstm_units: int, dropout: float,
+               feature_size: int = EMBEDDING_SIZE, centre_in_time: bool = True) -> keras.Model:
+    """(batch, seq_len, 1280) float embeddings -> (batch, num_classes) float32 probabilities.
+
+    `feature_size` is the width of each step's features: MobileNetV2's 1280 unless a probe feeds
+    other per-frame features (stages/lib/keypoint_probe.py: body and hand keypoints), which also
+    turns `centre_in_time` off: centring takes the signer and the room out of an ImageNet embedding,
+    but keypoints are already in body coordinates, and centring them would take away where the hands
+    are, which is part of the sign (measured: README, "Real clips").
+    """
+    embeddings = keras.Input((seq_len, feature_size), name="embeddings")
+    motion = TemporalCentering(name="temporal_centering")(embeddings) if centre_in_time \
+        else embeddings                                                         # (batch, T, 1280)
     dropped = keras.layers.Dropout(dropout, name="input_dropout")(motion)
     # Bidirectional: signs that are the same motion in opposite order differ only in time direction.
     sequence = keras.layers.Bidirectional(keras.layers.LSTM(lstm_units), name="bilstm")(dropped)  # (batch, 2*units)
