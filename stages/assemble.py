@@ -17,6 +17,9 @@ ran (cached by weights and image size), copied, not converted again; only the
 small head is converted here. Exports nobody in the training loop reads (the
 whole graph as one TFLite file, a SavedModel for TF Serving) are the `export`
 stage's.
+
+With `backbone.name: keypoints` the served Keras model is the head alone and the per-frame part is
+the two pinned MediaPipe models in one archive (stages/lib/keypoints.py); fine-tuning does not apply.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import keras
 from stages.lib.backbone import build_frame_encoder
 from stages.lib.engines import cached_tflite, convert_to_tflite, frame_encoder_tflite_path
 from stages.lib.finetuned import FINETUNED_ENCODER_WEIGHTS, FINETUNED_HEAD_WEIGHTS, read_finetune_status
+from stages.lib.keypoints import KEYPOINT_SOURCE, KEYPOINTS_BACKBONE, keypoint_models_archive
 from stages.lib.models import build_full_model, build_head, load_model
 from stages.lib.params import load_params
 from stages.lib.served import make_card
@@ -71,10 +75,25 @@ def write_bundle(model: keras.Model, encoder_tflite: bytes, head: keras.Model, c
     write_json(paths["model_card"], card)
 
 
+def assemble_keypoint_bundle(head_card: dict, paths: dict) -> None:
+    """`backbone.name: keypoints`: the head is the Keras model; the two MediaPipe models are the per-frame part."""
+    status = read_finetune_status(paths["finetuned"])
+    if status["enabled"]:
+        raise SystemExit("finetune.enabled is true, but fine-tuning trains MobileNetV2's top blocks and the "
+                         "keypoint backbone has none: set finetune.enabled false (or backbone.name mobilenet_v2)")
+    head = load_model(paths["head"])
+    write_bundle(head, keypoint_models_archive(), head, make_card(head_card, KEYPOINT_SOURCE, status), paths)
+    print(f"served model written to {paths['model']} (head on {KEYPOINT_SOURCE}; {len(head_card['labels'])} "
+          f"classes, windows of {head_card['seq_len']} frames)")
+
+
 def main() -> None:
     params = load_params()
     paths = params["paths"]
     head_card = json.loads(Path(paths["labels"]).read_text())
+    if head_card["backbone"] == KEYPOINTS_BACKBONE:
+        assemble_keypoint_bundle(head_card, paths)
+        return
     encoder, head, weights_source, status = load_served_parts(head_card, params["backbone"]["weights"], paths)
     image_size = int(head_card["image_size"])
     batch_shape = (1, image_size, image_size, 3)

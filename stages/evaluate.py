@@ -174,8 +174,9 @@ def served_uses_the_cached_embeddings(bundle: ServedBundle, embeddings_attribute
 
     The assemble stage copies extract's converted encoder unless fine-tuning
     changed it; then embedding the frames again would only recompute the cache.
+    Keypoints: the bundle holds the same two pinned models that extract ran.
     """
-    return (not bundle.card["finetuned"] and embeddings_attributes["engine"] == "tflite"
+    return (not bundle.card["finetuned"] and embeddings_attributes["engine"] in ("tflite", "keypoints")
             and embeddings_attributes["weights_source"] == bundle.card["weights_source"])
 
 

@@ -20,7 +20,7 @@ import json
 import shutil
 from pathlib import Path
 
-from stages.lib.params import load_params
+from stages.lib.params import KEYPOINTS_BACKBONE, load_params
 from stages.lib.storage import write_json
 
 EXPORT_RECORD = "export.json"
@@ -31,6 +31,10 @@ def export_model(model_path: str, card_path: str, folder: Path) -> dict:
     from stages.lib.engines import convert_to_tflite
     from stages.lib.models import load_model
     card = json.loads(Path(card_path).read_text())
+    if card["backbone"] == KEYPOINTS_BACKBONE:
+        raise SystemExit("export writes the whole CNN+LSTM graph as one TFLite file and a SavedModel; a keypoint "
+                         "model has no such graph (MediaPipe's models run beside the head): ship the bundle in "
+                         f"{Path(model_path).parent}/ as it is (README, \"Real clips\")")
     model = load_model(model_path)
     seq_len, image_size = int(card["seq_len"]), int(card["image_size"])
     (folder / "model.tflite").write_bytes(convert_to_tflite(model, (1, seq_len, image_size, image_size, 3)))

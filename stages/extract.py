@@ -3,6 +3,9 @@
 Usage:
     python -m stages.extract                 # reads params.yaml: backbone, extract, compute
 
+With `backbone.name: keypoints` each frame becomes MediaPipe body and hand keypoints instead
+(stages/lib/keypoints.py; `embeddings` is then (total frames, 155)), cached the same way.
+
 Writes `paths.embeddings` (HDF5): `embeddings` (total frames, 1280) float32,
 one row per sampled frame in the same order as the frames file, the same
 `offsets` (clip i is rows offsets[i]:offsets[i+1]), per-clip `paths`,
@@ -53,6 +56,7 @@ from tqdm import tqdm
 from stages.lib.backbone import BACKBONE_NAME, EMBEDDING_SIZE, PREPROCESSING, build_frame_encoder
 from stages.lib.compute import ComputeSettings, WorkerError, map_on_workers, worker_cpu_count
 from stages.lib.engines import FrameEngineRecipe, frame_encoder_tflite_path
+from stages.lib.keypoints import KEYPOINT_FEATURES, KEYPOINT_PREPROCESSING, KEYPOINT_SOURCE, KEYPOINTS_BACKBONE
 from stages.lib.params import load_params
 from stages.lib.storage import (
     atomic_path,
@@ -80,6 +84,23 @@ def backbone_signature(weights_source: str, image_size: int, engine: str) -> dic
     """
     return {"backbone": BACKBONE_NAME, "weights_source": weights_source, "image_size": image_size,
             "preprocessing": PREPROCESSING, "embedding_size": EMBEDDING_SIZE, "engine": engine}
+
+
+def keypoint_signature(image_size: int) -> dict:
+    """The same for `backbone.name: keypoints`: the two pinned MediaPipe models name the source."""
+    return {"backbone": KEYPOINTS_BACKBONE, "weights_source": KEYPOINT_SOURCE, "image_size": image_size,
+            "preprocessing": KEYPOINT_PREPROCESSING, "embedding_size": KEYPOINT_FEATURES, "engine": "keypoints"}
+
+
+def frame_engine_plan(params: dict, image_size: int) -> tuple[dict, FrameEngineRecipe]:
+    """(signature, recipe) of the per-frame encoder `backbone.name` chooses."""
+    if params["backbone"]["name"] == KEYPOINTS_BACKBONE:
+        return keypoint_signature(image_size), FrameEngineRecipe.for_keypoints(image_size)
+    encoder, weights_source = build_frame_encoder(image_size, params["backbone"]["weights"])
+    engine = params["extract"]["engine"]
+    recipe = FrameEngineRecipe.from_encoder(encoder, engine, params["extract"]["batch_size"],
+                                            tflite_cache=frame_encoder_tflite_path(weights_source, image_size))
+    return backbone_signature(weights_source, image_size, engine), recipe
 
 
 def signature_digest(signature: dict) -> str:
@@ -243,7 +264,7 @@ def fill_cache(frames_path: Path, indices: list[int], recipe: FrameEngineRecipe,
     def clips_to_embed() -> Iterator[ClipJob]:
         for index, frames, key in iterate_clip_frames(frames_path, indices):
             fill.keys[index] = key
-            if is_complete(clip_cache_path(cache_dir, digest, key), npy_size((len(frames), EMBEDDING_SIZE))):
+            if is_complete(clip_cache_path(cache_dir, digest, key), npy_size((len(frames), recipe.feature_size))):
                 fill.reused += 1
                 progress.update()
                 continue
@@ -266,8 +287,9 @@ def assemble_embeddings(frames_path: Path, output_path: Path, cache_dir: Path, d
     offsets = read_offsets(frames_path)
     with atomic_path(output_path) as tmp:
         with h5py.File(tmp, "w") as handle:
-            embeddings = handle.create_dataset("embeddings", shape=(int(offsets[-1]), EMBEDDING_SIZE),
-                                               dtype="float32", chunks=(64, EMBEDDING_SIZE), track_times=False)
+            size = int(attributes["embedding_size"])                     # 1280, or the keypoint features
+            embeddings = handle.create_dataset("embeddings", shape=(int(offsets[-1]), size),
+                                               dtype="float32", chunks=(64, size), track_times=False)
             for index in range(len(offsets) - 1):
                 embeddings[clip_slice(offsets, index)] = np.load(clip_cache_path(cache_dir, digest, keys[index]))
             handle.create_dataset("offsets", data=offsets, track_times=False)
@@ -280,14 +302,10 @@ def main() -> None:
     frames_path = Path(params["paths"]["frames"])
     frame_attributes = read_attributes(frames_path)
     image_size = int(frame_attributes["image_size"])
-    encoder, weights_source = build_frame_encoder(image_size, params["backbone"]["weights"])
-    signature = backbone_signature(weights_source, image_size, params["extract"]["engine"])
+    signature, recipe = frame_engine_plan(params, image_size)
     digest = signature_digest(signature)
     cache_dir = Path(params["paths"]["embedding_cache"])
-
     clip_count = len(read_offsets(frames_path)) - 1
-    recipe = FrameEngineRecipe.from_encoder(encoder, params["extract"]["engine"], params["extract"]["batch_size"],
-                                            tflite_cache=frame_encoder_tflite_path(weights_source, image_size))
     try:
         fill = fill_cache(frames_path, list(range(clip_count)), recipe, cache_dir, digest,
                           ComputeSettings.from_params(params))

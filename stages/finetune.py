@@ -62,7 +62,7 @@ import numpy as np
 
 from stages.lib.finetuned import FINETUNED_ENCODER_WEIGHTS, FINETUNED_HEAD_WEIGHTS, FINETUNED_STATUS
 from stages.lib.machine import cpu_description
-from stages.lib.params import load_params
+from stages.lib.params import KEYPOINTS_BACKBONE, load_params
 from stages.lib.storage import clip_slice, read_clip_table, read_offsets, write_json
 
 # TensorFlow and Keras are imported inside the functions that train: with fine-tuning off
@@ -512,6 +512,9 @@ def finetune_stage(params: dict, role: WorkerRole, strategy, folders: OutputFold
     if settings["enabled"]:
         import keras
         head_card = json.loads(Path(paths["labels"]).read_text())
+        if head_card["backbone"] == KEYPOINTS_BACKBONE:
+            raise SystemExit("finetune.enabled is true, but fine-tuning trains MobileNetV2's top blocks and the "
+                             "head was trained on keypoints (backbone.name keypoints), which have none to tune")
         started = time.perf_counter()
         policy, probe = (resolve_precision_policy(settings["mixed_precision"], int(head_card["image_size"]),
                                                   settings["unfreeze_blocks"]) if role.is_chief else (None, {}))

@@ -33,6 +33,7 @@ from dvclive.keras import DVCLiveCallback
 
 from stages.lib.datasets import NO_SIGN_LABEL
 from stages.lib.embeddings import SplitClips, class_names, load_split
+from stages.lib.keypoints import KEYPOINTS_BACKBONE
 from stages.lib.models import build_head
 from stages.lib.params import load_params
 from stages.lib.storage import read_attributes, write_json
@@ -172,6 +173,11 @@ def train_head(train: TrainingWindows, validation: tuple[np.ndarray, np.ndarray]
     return head
 
 
+def centres_in_time(embedding_attributes: dict) -> bool:
+    """Temporal centring for ImageNet embeddings, not for keypoints (build_head says why)."""
+    return embedding_attributes["backbone"] != KEYPOINTS_BACKBONE
+
+
 def clip_duration_summary(split: SplitClips, sample_fps: float, seq_len: int) -> dict:
     """How long the training clips are at the sampling rate, and how many the window holds whole."""
     lengths = np.array([len(clip) for clip in split.clips])
@@ -212,7 +218,8 @@ def main() -> None:
     Path(paths["head"]).parent.mkdir(parents=True, exist_ok=True)
     with Live(dir=paths["train_logs"], dvcyaml=None, save_dvc_exp=False, report=None) as live:
         live.log_params(settings)
-        train_head(train_windows, validation, len(classes), settings, training_callbacks(settings, paths, live))
+        train_head(train_windows, validation, len(classes), settings, training_callbacks(settings, paths, live),
+                   centre_in_time=centres_in_time(attributes))
     Path(paths["train_tensorboard"]).mkdir(parents=True, exist_ok=True)
 
     sample_fps = float(attributes["sample_fps"])
@@ -226,6 +233,8 @@ def main() -> None:
         "image_size": attributes["image_size"],
         "backbone": attributes["backbone"],
         "weights_source": attributes["weights_source"],
+        "feature_size": int(attributes["embedding_size"]),
+        "centre_in_time": centres_in_time(attributes),
         "train_params": settings,
         "train_clips": len(train_split), "val_clips": len(val_split),
         "train_clip_durations": clip_duration_summary(train_split, sample_fps, seq_len),

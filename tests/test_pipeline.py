@@ -10,11 +10,20 @@ import json
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import DVC, FINETUNE_EXPERIMENT_LOG, FIRST_REPRO_LOG, REPO_ROOT, restore_baseline, run
+from tests.conftest import (
+    DVC,
+    FINETUNE_EXPERIMENT_LOG,
+    FIRST_REPRO_LOG,
+    REPO_ROOT,
+    restore_baseline,
+    run,
+    run_unchecked,
+)
 
 REQUIRED_METRICS = {"val_accuracy", "test_accuracy", "test_top3_accuracy", "test_macro_f1", "num_classes",
                     "num_classes_in_test", "num_test_clips", "backbone_weights", "stream_sign_error_rate",
@@ -75,6 +84,40 @@ def test_a_train_experiment_reruns_train_and_after_never_sample_extract_or_bench
     shown = json.loads(run(DVC + ["plots", "show", "--json"], root).stdout)["data"]
     assert any("predictions.csv" in key for key in shown)
     assert any("train/plots/metrics" in key for key in shown)
+
+
+def test_a_keypoint_backbone_experiment_serves_keypoints_on_every_path(experiment):
+    """`backbone.name=keypoints`: extract caches keypoints, the head learns them without centring, the
+    bundle carries the MediaPipe models, and evaluate's paths (the live one included) still agree."""
+    from stages.lib.keypoints import KEYPOINT_FEATURES
+    from stages.lib.served import load_bundle
+    from stages.lib.streaming import StreamingRecognizer
+    root = experiment
+    result = run(DVC + ["exp", "run", "-S", "backbone.name=keypoints"], root)
+    assert stages_run(result.stdout) == {"extract", "train", "finetune", "assemble", "export", "evaluate"}
+    assert_status_clean(root)
+    with h5py.File(root / "features/embeddings.h5", "r") as embeddings, h5py.File(root / "data/frames.h5") as frames:
+        assert embeddings["embeddings"].shape == (frames["frames"].shape[0], KEYPOINT_FEATURES)
+        assert embeddings.attrs["backbone"] == "keypoints"
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    assert "MediaPipe" in metrics["backbone_weights"] and REQUIRED_METRICS <= metrics.keys()
+    assert metrics["served_vs_head_max_abs_diff"] < 1e-4
+
+    bundle = load_bundle(root / "models/model.keras")
+    assert bundle.uses_keypoints and bundle.card["centre_in_time"] is False
+    assert bundle.keras_model.input_shape == (None, bundle.seq_len, KEYPOINT_FEATURES)
+    with h5py.File(root / "data/frames.h5") as frames:
+        window = frames["frames"][:bundle.seq_len]                           # (seq_len, H, W, 3) uint8 RGB
+    np.testing.assert_allclose(bundle.predict_window_fast(window), bundle.predict_window(window), atol=1e-4)
+    recognizer = StreamingRecognizer(bundle)
+    for frame in window:
+        step = recognizer.push_prepared_frame(frame)
+    assert step is not None and recognizer.latest_probabilities.shape == (len(bundle.labels),)
+    np.testing.assert_allclose(recognizer.latest_probabilities, bundle.predict_window(window), atol=1e-4)
+
+    refused = run_unchecked(DVC + ["exp", "run", "-S", "backbone.name=keypoints", "-S", "finetune.enabled=true"],
+                            root)
+    assert refused.returncode != 0 and "keypoint" in refused.stdout + refused.stderr
 
 
 def test_finetune_params_unused_while_it_is_off_rerun_only_its_status(experiment):

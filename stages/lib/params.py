@@ -29,6 +29,8 @@ DATA_SOURCES = ("synthetic", "folder", "frames", "lsa64", "wlasl")   # readers i
 SOURCES_WITH_GIVEN_SPLIT = ("synthetic", "wlasl")
 # Frame-folder rates above this are almost surely a typo (cameras top out around 240).
 MAX_FRAMES_FPS = 1000
+KEYPOINTS_BACKBONE = "keypoints"                # backbone.name of stages/lib/keypoints.py (no TensorFlow import here)
+BACKBONE_NAMES = ("mobilenet_v2", KEYPOINTS_BACKBONE)   # stages/lib/backbone.py, stages/lib/keypoints.py
 BACKBONE_NAMED_WEIGHTS = ("imagenet", "random")
 # Your own backbone weights live here: dvc.yaml declares the folder as a dependency of the stages
 # that build the backbone, so replacing a file re-runs them (and its SHA-256 keys every cache).
@@ -90,6 +92,7 @@ def validate_params(params: dict[str, Any]) -> None:
             )
         require_number(data, "data", "frames_fps", minimum=0.0, maximum=MAX_FRAMES_FPS)
     if "backbone" in params:
+        require_choice(params["backbone"], "backbone", "name", BACKBONE_NAMES)
         weights = require_present(params["backbone"], "backbone", "weights")
         if weights not in BACKBONE_NAMED_WEIGHTS:
             path = Path(str(weights))

@@ -14,6 +14,10 @@ named in params.yaml `paths`, and listed by the card under "files"):
     frame_encoder_tflite         the graph's per-frame part, batch 1 (live path)
     head_tflite                  the graph's head, batch 1 (live path)
 
+With `backbone.name: keypoints` the per-frame part is MediaPipe's pose and hand models (a zip of
+the two .tflite files, as MediaPipe's own .task bundles are) run by stages/lib/keypoints.py, and
+`<name>.keras` is the head alone: (batch, seq_len, 155) keypoints -> (batch, classes).
+
 The card's `sampling` (rate, image size, minimum frames, longest clip) is the
 one rule every consumer applies: the CLI, the app and evaluate sample with it,
 so none of them classifies what the pipeline refuses.
@@ -29,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.lib.params import KEYPOINTS_BACKBONE
 from stages.lib.video import COLOR_ORDER, PREPROCESSING_DESCRIPTION, Sampling, sample_clip
 from stages.lib.windows import centred_window, spread_windows
 
@@ -60,12 +65,16 @@ def make_card(head_card: dict, weights_source: str, finetune_status: dict) -> di
     `head_card` is what the train stage wrote beside the head (labels, window,
     sampling, params); `finetune_status` what the finetune stage wrote.
     """
-    from stages.lib.backbone import BACKBONE_NAME
+    from stages.lib.backbone import BACKBONE_NAME, EMBEDDING_SIZE
     keys = ("labels", "no_sign_label", "seq_len", "sample_fps", "window_seconds", "sampling", "image_size",
             "train_params", "train_clip_durations")
     return {"kind": CARD_KIND, **{key: head_card[key] for key in keys},
+            # A head card without these (made by hand, or before keypoints existed) is a MobileNetV2 head.
+            "backbone": head_card.get("backbone", BACKBONE_NAME),
+            "feature_size": head_card.get("feature_size", EMBEDDING_SIZE),
+            "centre_in_time": head_card.get("centre_in_time", True),
             "color_order": COLOR_ORDER, "frame_preprocessing": PREPROCESSING_DESCRIPTION,
-            "backbone": BACKBONE_NAME, "weights_source": weights_source,
+            "weights_source": weights_source,
             "finetuned": bool(finetune_status["enabled"]),
             "precision_policy_trained": finetune_status.get("precision_policy_trained", "float32")}
 
@@ -154,8 +163,14 @@ class ServedBundle:
     def window_seconds(self) -> float:
         return self.seq_len / self.sample_fps
 
+    @property
+    def uses_keypoints(self) -> bool:
+        """`backbone.name: keypoints`: frames become MediaPipe keypoints, and `keras_model` is the head alone."""
+        return self.card.get("backbone") == KEYPOINTS_BACKBONE
+
     @cached_property
     def keras_model(self):
+        """The full graph (frames -> probabilities); with keypoints, the head (keypoint windows -> probabilities)."""
         from stages.lib.models import load_model  # TensorFlow loads only when a caller needs it
         return load_model(self.model_path)
 
@@ -165,8 +180,13 @@ class ServedBundle:
 
     @cached_property
     def frame_engine(self):
+        """Per frame: MobileNetV2's TFLite encoder, or the keypoint models the same file holds (a zip)."""
+        flatbuffer = self.file("frame_encoder_tflite").read_bytes()
+        if self.uses_keypoints:
+            from stages.lib.keypoints import KeypointExtractor
+            return KeypointExtractor.from_archive(flatbuffer)
         from stages.lib.engines import TFLiteFrameEngine
-        return TFLiteFrameEngine(self.file("frame_encoder_tflite").read_bytes())
+        return TFLiteFrameEngine(flatbuffer)
 
     @cached_property
     def head_engine(self):
@@ -175,6 +195,8 @@ class ServedBundle:
 
     def predict_window(self, frames: np.ndarray) -> np.ndarray:
         """(seq_len, H, W, 3) uint8 RGB window -> (classes,) probabilities, full Keras graph."""
+        if self.uses_keypoints:                                        # keypoints (seq_len, 155), Keras head
+            return self.keras_model(self.frame_engine.embed(frames)[None], training=False).numpy()[0]
         return self.keras_model(frames[None], training=False).numpy()[0]
 
     def predict_window_fast(self, frames: np.ndarray) -> np.ndarray:

@@ -56,7 +56,7 @@ EPSILON_SECONDS = 1e-6
 LIB_DIR = Path(__file__).resolve().parent
 # The code a camera frame goes through before the ring buffer: the clock, frame reduction and crop,
 # the bundle's engines. Frames kept from a stream are valid only for the code that took them.
-TAKE_PATH_SOURCES = ("streaming.py", "video.py", "faces.py", "sampling.py", "served.py", "engines.py")
+TAKE_PATH_SOURCES = ("streaming.py", "video.py", "faces.py", "sampling.py", "served.py", "engines.py", "keypoints.py")
 
 
 class StreamingRecognizer:
