@@ -5,8 +5,6 @@ Usage:
     python -m stages.devset /path/to/wlasl50 --levers          # + each lever as a DVC experiment: the ablation table
     python -m stages.devset /path/to/wlasl50 --diagnose        # why: face size in the model's frame, embedding
                                                                # variance by clip, loss curves, temporal centring
-    python -m stages.devset /path/to/wlasl50 --keypoints       # + the default head on body and hand keypoints
-                                                               # (stages/lib/keypoint_probe.py) instead of embeddings
 
 It builds its own workspace (`--workspace`, default ~/.cache/signlang/devset/<folder name>): a
 copy of this repository's code, dvc.yaml and params.yaml with `data.source: folder` and
@@ -43,6 +41,7 @@ LEVERS: tuple[tuple[str, dict], ...] = (
     ("no edge windows as no-sign (train.edge_windows 0)", {"train.edge_windows": 0}),
     ("stronger dropout (train.dropout 0.5)", {"train.dropout": 0.5}),
     ("wider head (train.lstm_units 128)", {"train.lstm_units": 128}),
+    ("body and hand keypoints instead of MobileNetV2 (backbone.name keypoints)", {"backbone.name": "keypoints"}),
 )
 # End-to-end fine-tuning is left out of the recipe: on WLASL50 here an epoch took 10 minutes and two
 # epochs learned nothing the validation split could see (README, "Real clips").
@@ -120,8 +119,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workspace", type=Path, help="where the pipeline runs (default: under ~/.cache/signlang)")
     parser.add_argument("--levers", action="store_true", help="run each lever as an experiment: the ablation table")
     parser.add_argument("--diagnose", action="store_true", help="print the diagnosis figures of the README")
-    parser.add_argument("--keypoints", action="store_true",
-                        help="add a row: the default head on MediaPipe body and hand keypoints of the same frames")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     arguments = parser.parse_args(argv)
     if not arguments.dataset.is_dir():
@@ -136,10 +133,6 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(lever_row(workspace, name, changes))
             print(f"{name}: {rows[-1]}", flush=True)
         print(markdown_table(rows))
-    if arguments.keypoints:
-        from stages.lib.keypoint_probe import keypoint_row
-        rows.append(keypoint_row(workspace))
-        print(markdown_table(rows), flush=True)
     if arguments.diagnose:
         from stages.lib.diagnosis import diagnose_workspace
         print(json.dumps(diagnose_workspace(workspace), indent=2))

@@ -43,11 +43,11 @@ def build_head(seq_len: int, num_classes: int, lstm_units: int, dropout: float,
                feature_size: int = EMBEDDING_SIZE, centre_in_time: bool = True) -> keras.Model:
     """(batch, seq_len, 1280) float embeddings -> (batch, num_classes) float32 probabilities.
 
-    `feature_size` is the width of each step's features: MobileNetV2's 1280 unless a probe feeds
-    other per-frame features (stages/lib/keypoint_probe.py: body and hand keypoints), which also
-    turns `centre_in_time` off: centring takes the signer and the room out of an ImageNet embedding,
-    but keypoints are already in body coordinates, and centring them would take away where the hands
-    are, which is part of the sign (measured: README, "Real clips").
+    `feature_size` is the width of each step's features: MobileNetV2's 1280, or the keypoints'
+    (`backbone.name: keypoints`, stages/lib/keypoints.py), which also turn `centre_in_time` off:
+    centring takes the signer and the room out of an ImageNet embedding, but keypoints are already in
+    body coordinates, and centring them would take away where the hands are, which is part of the
+    sign (measured: README, "Real clips").
     """
     embeddings = keras.Input((seq_len, feature_size), name="embeddings")
     motion = TemporalCentering(name="temporal_centering")(embeddings) if centre_in_time \
