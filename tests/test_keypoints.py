@@ -99,12 +99,15 @@ def test_a_built_in_signers_raised_hand_is_found_and_goes_up(extractor):
     assert (start - highest).max() > 0.5, (start, highest)
 
 
-def test_a_bundles_archive_holds_the_very_models_and_gives_the_same_keypoints(extractor):
+def test_a_bundles_archive_holds_the_very_models_and_two_lanes_give_the_same_keypoints(extractor):
     archive = keypoints.keypoint_models_archive()
     assert archive == keypoints.keypoint_models_archive()                 # the same bytes every time: a stable out
     clip = render_clip(SIGNS[0], make_signer(signer_index=1, seed=42, width=320, height=240),
                        repetition=0, seed=42, fps=25, seconds=1.5)
-    frames = np.stack([prepare_frame(frame, 224) for frame in clip[::8]])
-    from_archive = KeypointExtractor.from_archive(archive, num_threads=1)
-    np.testing.assert_array_equal(from_archive.embed(frames), extractor.features(frames))
-    assert extractor.features(frames).any()
+    frames = np.stack([prepare_frame(frame, 224) for frame in clip[::4]])
+    two_lanes = KeypointExtractor.from_archive(archive, num_threads=2)
+    assert len(two_lanes.lanes) == 2 and len(extractor.lanes) == 1
+    one_lane = extractor.features(frames)
+    np.testing.assert_array_equal(two_lanes.embed(frames), one_lane)     # in order, bit for bit
+    np.testing.assert_array_equal(two_lanes.embed(frames[3:4]), one_lane[3:4])   # one frame: the live path
+    assert one_lane.any(axis=1).sum() >= len(frames) // 2
