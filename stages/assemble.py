@@ -31,9 +31,9 @@ import keras
 from stages.lib.backbone import build_frame_encoder
 from stages.lib.engines import cached_tflite, convert_to_tflite, frame_encoder_tflite_path
 from stages.lib.finetuned import FINETUNED_ENCODER_WEIGHTS, FINETUNED_HEAD_WEIGHTS, read_finetune_status
-from stages.lib.keypoints import KEYPOINT_SOURCE, KEYPOINTS_BACKBONE, keypoint_models_archive
+from stages.lib.keypoints import KEYPOINT_SOURCE, keypoint_models_archive
 from stages.lib.models import build_full_model, build_head, load_model
-from stages.lib.params import load_params
+from stages.lib.params import KEYPOINTS_BACKBONE, load_params
 from stages.lib.served import make_card
 from stages.lib.storage import write_json
 

@@ -56,8 +56,8 @@ from tqdm import tqdm
 from stages.lib.backbone import BACKBONE_NAME, EMBEDDING_SIZE, PREPROCESSING, build_frame_encoder
 from stages.lib.compute import ComputeSettings, WorkerError, map_on_workers, worker_cpu_count
 from stages.lib.engines import FrameEngineRecipe, frame_encoder_tflite_path
-from stages.lib.keypoints import KEYPOINT_FEATURES, KEYPOINT_PREPROCESSING, KEYPOINT_SOURCE, KEYPOINTS_BACKBONE
-from stages.lib.params import load_params
+from stages.lib.keypoints import KEYPOINT_FEATURES, KEYPOINT_PREPROCESSING, KEYPOINT_SOURCE
+from stages.lib.params import KEYPOINTS_BACKBONE, load_params
 from stages.lib.storage import (
     atomic_path,
     clip_slice,

@@ -33,9 +33,8 @@ from dvclive.keras import DVCLiveCallback
 
 from stages.lib.datasets import NO_SIGN_LABEL
 from stages.lib.embeddings import SplitClips, class_names, load_split
-from stages.lib.keypoints import KEYPOINTS_BACKBONE
 from stages.lib.models import build_head
-from stages.lib.params import load_params
+from stages.lib.params import KEYPOINTS_BACKBONE, load_params
 from stages.lib.storage import read_attributes, write_json
 from stages.lib.windows import WindowJitter, centred_window, random_window, window_indices
 
@@ -142,13 +141,6 @@ def training_callbacks(settings: dict, paths: dict, live: Live) -> list[keras.ca
         DVCLiveCallback(live=live),
         keras.callbacks.TensorBoard(log_dir=paths["train_tensorboard"]),
         keras.callbacks.ModelCheckpoint(paths["head"], monitor="val_loss", save_best_only=True),
-        *fitting_callbacks(settings),
-    ]
-
-
-def fitting_callbacks(settings: dict) -> list[keras.callbacks.Callback]:
-    """What decides how the fit goes (stop, learning rate), without the stage's logs and checkpoint."""
-    return [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings["patience"],
                                       restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
@@ -207,6 +199,7 @@ def main() -> None:
         print(f"WARNING: no '{NO_SIGN_LABEL}' class (idle footage): the model has no no-sign output, so live "
               "recognition always names a sign; record idle clips into a folder named " + NO_SIGN_LABEL)
 
+    centre_in_time = centres_in_time(attributes)
     jitter = window_settings(settings)
     train_windows = TrainingWindows(train_split, seq_len, settings["batch_size"], settings["windows_per_clip"],
                                     jitter, seed, no_sign_index, settings["edge_windows"])
@@ -219,7 +212,7 @@ def main() -> None:
     with Live(dir=paths["train_logs"], dvcyaml=None, save_dvc_exp=False, report=None) as live:
         live.log_params(settings)
         train_head(train_windows, validation, len(classes), settings, training_callbacks(settings, paths, live),
-                   centre_in_time=centres_in_time(attributes))
+                   centre_in_time=centre_in_time)
     Path(paths["train_tensorboard"]).mkdir(parents=True, exist_ok=True)
 
     sample_fps = float(attributes["sample_fps"])
@@ -234,7 +227,7 @@ def main() -> None:
         "backbone": attributes["backbone"],
         "weights_source": attributes["weights_source"],
         "feature_size": int(attributes["embedding_size"]),
-        "centre_in_time": centres_in_time(attributes),
+        "centre_in_time": centre_in_time,
         "train_params": settings,
         "train_clips": len(train_split), "val_clips": len(val_split),
         "train_clip_durations": clip_duration_summary(train_split, sample_fps, seq_len),

@@ -54,7 +54,6 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from stages.lib.backbone import file_sha256, weights_cache_dir
-from stages.lib.params import KEYPOINTS_BACKBONE  # noqa: F401 (re-exported: backbone.name and extract's record)
 
 MODELS_PACKAGE = "mediapipe==0.10.21"
 MODELS_ENVIRONMENT_VARIABLE = "SIGNLANG_KEYPOINT_MODELS"   # a copy of the mediapipe wheel, for offline machines
