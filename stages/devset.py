@@ -29,8 +29,8 @@ from pathlib import Path
 
 import yaml
 
-from stages.lib.backbone import weights_cache_dir
 from stages.lib.machine import cpu_description
+from stages.lib.pinned_wheel import cache_dir
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 # The levers of the README's ablation table: a name, and the params a user would set for it.
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     arguments = parser.parse_args(argv)
     if not arguments.dataset.is_dir():
         raise SystemExit(f"{arguments.dataset} is not a folder")
-    workspace = arguments.workspace or weights_cache_dir() / "devset" / arguments.dataset.resolve().name
+    workspace = arguments.workspace or cache_dir() / "devset" / arguments.dataset.resolve().name
     make_workspace(arguments.dataset, workspace)
     print(f"workspace: {workspace}", flush=True)
     rows = [baseline_row(workspace)]

@@ -148,12 +148,12 @@ def resolve_precision_policy(setting: str, image_size: int, blocks: int) -> tupl
     """
     import tensorflow as tf
 
-    from stages.lib.backbone import weights_cache_dir
+    from stages.lib.pinned_wheel import cache_dir
     if setting != "auto":
         return setting, {}
     if tf.config.list_physical_devices("GPU"):
         return "mixed_float16", {}
-    cache_path = weights_cache_dir() / PRECISION_CACHE_FILE
+    cache_path = cache_dir() / PRECISION_CACHE_FILE
     key = machine_key(image_size, blocks)
     cached = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     if key in cached:

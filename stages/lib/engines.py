@@ -69,9 +69,9 @@ def frame_encoder_tflite_path(weights_source: str, image_size: int) -> Path:
     converting again, and so does every other checkout on the machine. The
     weights source names a weights file's content, so a new file is a new key.
     """
-    from stages.lib.backbone import weights_cache_dir
+    from stages.lib.pinned_wheel import cache_dir
     key = hashlib.sha256(f"{weights_source}|{image_size}|tf {tf.__version__}".encode()).hexdigest()[:16]
-    return weights_cache_dir() / "frame_encoders" / f"{key}.tflite"
+    return cache_dir() / "frame_encoders" / f"{key}.tflite"
 
 
 def cached_tflite(model: keras.Model, cache_path: Path, batch_shape: tuple[int, ...]) -> bytes:

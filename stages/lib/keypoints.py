@@ -33,47 +33,31 @@ still holds them (`mediapipe/modules/*/*.tflite`). It is never installed (it pin
 protobuf<5, which TensorFlow 2.21 here cannot share): the two files are read out of the wheel,
 from $SIGNLANG_KEYPOINT_MODELS (a copy of the wheel, or a folder holding it) or `pip download
 --no-deps`, checked against their pinned size and SHA-256, and cached under
-`weights_cache_dir()/keypoint_models/`. They run on LiteRT, the interpreter the rest of the
+`cache_dir()/keypoint_models/` (`stages/lib/pinned_wheel.py`, shared with the backbone's offline
+weights). They run on LiteRT, the interpreter the rest of the
 project uses.
 """
 from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
-import tempfile
-import uuid
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from stages.lib.backbone import file_sha256, weights_cache_dir
+from stages.lib.pinned_wheel import PinnedFile, PinnedWheel, cache_dir
 
 MODELS_PACKAGE = "mediapipe==0.10.21"
 MODELS_ENVIRONMENT_VARIABLE = "SIGNLANG_KEYPOINT_MODELS"   # a copy of the mediapipe wheel, for offline machines
 
 
-@dataclass(frozen=True)
-class PinnedModel:
-    """One .tflite file inside the wheel, with its size and SHA-256 read once from the wheel on PyPI."""
-    member: str
-    size: int
-    sha256: str
-
-    @property
-    def file_name(self) -> str:
-        return Path(self.member).name
-
-
-POSE_MODEL = PinnedModel("mediapipe/modules/pose_landmark/pose_landmark_full.tflite", 6_440_512,
+POSE_MODEL = PinnedFile("mediapipe/modules/pose_landmark/pose_landmark_full.tflite", 6_440_512,
                          "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f")
-HAND_MODEL = PinnedModel("mediapipe/modules/hand_landmark/hand_landmark_full.tflite", 5_478_917,
+HAND_MODEL = PinnedFile("mediapipe/modules/hand_landmark/hand_landmark_full.tflite", 5_478_917,
                          "11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3")
 KEYPOINT_SOURCE = f"MediaPipe pose_landmark_full + hand_landmark_full ({MODELS_PACKAGE})"
 KEYPOINT_PREPROCESSING = ("uint8 RGB -> float32 x / 255; pose on the frame at 256 px, each hand on a "
@@ -106,65 +90,21 @@ class KeypointModelsUnavailable(RuntimeError):
     """The MediaPipe models could not be read from a local wheel nor downloaded."""
 
 
+MODELS_WHEEL = PinnedWheel(MODELS_PACKAGE, MODELS_ENVIRONMENT_VARIABLE, "a copy of that wheel",
+                           KeypointModelsUnavailable)
+
+
 def sigmoid(values: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-values))
 
 
-def is_verified(path: Path, model: PinnedModel) -> bool:
-    return path.is_file() and path.stat().st_size == model.size and file_sha256(path) == model.sha256
-
-
 def keypoint_models_dir() -> Path:
-    return weights_cache_dir() / "keypoint_models"
+    return cache_dir() / "keypoint_models"
 
 
 def fetch_keypoint_models() -> dict[str, Path]:
     """{"pose": path, "hand": path} of the verified .tflite files, fetching the wheel once when missing."""
-    folder = keypoint_models_dir()
-    targets = {"pose": folder / POSE_MODEL.file_name, "hand": folder / HAND_MODEL.file_name}
-    pinned = {"pose": POSE_MODEL, "hand": HAND_MODEL}
-    if all(is_verified(targets[name], pinned[name]) for name in targets):
-        return targets
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as download_dir:
-        wheel_path = locate_models_wheel(Path(download_dir))
-        with zipfile.ZipFile(wheel_path) as wheel:
-            for name, target in targets.items():
-                write_verified(target, wheel.read(pinned[name].member), pinned[name])
-    return targets
-
-
-def write_verified(target: Path, content: bytes, model: PinnedModel) -> None:
-    """Written under a name unique to this process, checked, then renamed into place (atomic)."""
-    partial = target.with_name(f"{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        partial.write_bytes(content)
-        if not is_verified(partial, model):
-            raise KeypointModelsUnavailable(f"{model.member} in the {MODELS_PACKAGE} wheel does not match its "
-                                            f"pinned size and SHA-256 ({model.size} bytes, {model.sha256[:16]}…)")
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def locate_models_wheel(download_dir: Path) -> Path:
-    """The mediapipe wheel: $SIGNLANG_KEYPOINT_MODELS (a wheel or a folder with one), else `pip download`."""
-    local = os.environ.get(MODELS_ENVIRONMENT_VARIABLE)
-    if local:
-        path = Path(local)
-        wheels = sorted(path.glob("mediapipe-*.whl")) if path.is_dir() else [path]
-        if not wheels or not wheels[0].is_file():
-            raise KeypointModelsUnavailable(f"{MODELS_ENVIRONMENT_VARIABLE}={path} holds no mediapipe-*.whl")
-        return wheels[0]
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(download_dir),
-               MODELS_PACKAGE]
-    result = subprocess.run(command, capture_output=True, text=True)
-    wheels = sorted(download_dir.glob("mediapipe-*.whl"))
-    if result.returncode != 0 or not wheels:
-        raise KeypointModelsUnavailable(
-            f"`pip download --no-deps {MODELS_PACKAGE}` failed:\n{result.stderr.strip()}\n"
-            f"Without a package index, set {MODELS_ENVIRONMENT_VARIABLE} to a copy of that wheel.")
-    return wheels[0]
+    return MODELS_WHEEL.fetch({"pose": POSE_MODEL, "hand": HAND_MODEL}, keypoint_models_dir())
 
 
 def keypoint_models_archive() -> bytes:
