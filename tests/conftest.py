@@ -4,15 +4,12 @@ Everything here uses the real libraries (OpenCV, HDF5, Keras, DVC); nothing is m
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -51,7 +48,7 @@ SLOW_FIXTURES = {"trained_workspace", "default_workspace", "finetuned_workspace"
 
 
 # Fixtures built once per session (or module) that several tests share. Under pytest-xdist
-# (`-n auto --dist loadgroup`, pytest.ini) the tests of one such fixture form an xdist group,
+# (`-n auto --dist loadgroup`, the developer's loop) the tests of one such fixture form an xdist group,
 # so they land on one worker and the fixture is built once, not once per worker. The fine-tuned
 # workspace is a copy of the trained one: one group. The first name a test uses picks its group.
 SHARED_FIXTURE_GROUPS = {"finetuned_workspace": "trained_workspace", "trained_workspace": "trained_workspace",
@@ -59,86 +56,11 @@ SHARED_FIXTURE_GROUPS = {"finetuned_workspace": "trained_workspace", "trained_wo
                          "extract_workspace": "extract_workspace"}
 
 
-# Tests that play a camera to the app in real time (a browser's fake camera) and judge what the page
-# recognised. `.ci/run` runs the suite on both cores (pytest.ini: `-n auto`), and a second worker
-# busy beside such a test once made the record -> train -> recognise test train a model too weak to
-# name its held-out sign. So these run alone: their test call takes the CPU lock exclusively, every
-# other test holds it shared from setup to teardown (`cpu_lock`). Their fixture setup (the default
-# pipeline, a served app) needs no real time and overlaps other tests.
-REALTIME_FIXTURES = {"chromium", "browser"}
-CPU_LOCK_FOLDER = "signlang_cpu_lock"
-CPU_LOCK_KEY = pytest.StashKey[Path]()
-
-
-def pytest_configure(config):
-    """The controller (or a run without workers) makes the lock folder that every xdist worker shares."""
-    if not hasattr(config, "workerinput"):
-        folder = Path(tempfile.mkdtemp(prefix="signlang-cpu-lock-"))
-        config.stash[CPU_LOCK_KEY] = folder
-        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node):
-    """pytest-xdist: each worker learns the controller's lock folder."""
-    node.workerinput[CPU_LOCK_FOLDER] = str(node.config.stash[CPU_LOCK_KEY])
-
-
-def shared_lock_folder(config) -> Path | None:
-    """The lock folder when this process is one of several xdist workers, else None (nothing to share)."""
-    workerinput = getattr(config, "workerinput", None)
-    return Path(workerinput[CPU_LOCK_FOLDER]) if workerinput and CPU_LOCK_FOLDER in workerinput else None
-
-
-@contextlib.contextmanager
-def cpu_lock(folder: Path, exclusive: bool):
-    """A shared/exclusive lock across worker processes (flock), preferring the exclusive holder.
-
-    An exclusive holder first closes the gate, so no new shared holder gets in while it waits for the
-    running tests to finish: a real-time test never waits behind an endless queue of short tests.
-    """
-    with (folder / "gate").open("a") as gate, (folder / "cpu").open("a") as cpu:
-        if exclusive:
-            fcntl.flock(gate, fcntl.LOCK_EX)
-            fcntl.flock(cpu, fcntl.LOCK_EX)
-        else:
-            fcntl.flock(gate, fcntl.LOCK_SH)
-            fcntl.flock(cpu, fcntl.LOCK_SH)
-            fcntl.flock(gate, fcntl.LOCK_UN)
-        try:
-            yield
-        finally:
-            fcntl.flock(cpu, fcntl.LOCK_UN)
-            fcntl.flock(gate, fcntl.LOCK_UN)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    folder = shared_lock_folder(item.config)
-    if folder is None or item.get_closest_marker("realtime"):
-        yield
-        return
-    with cpu_lock(folder, exclusive=False):
-        yield
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item):
-    folder = shared_lock_folder(item.config)
-    if folder is None or not item.get_closest_marker("realtime"):
-        yield
-        return
-    with cpu_lock(folder, exclusive=True):
-        yield
-
-
 def pytest_collection_modifyitems(config, items):
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         if SLOW_FIXTURES & used:
             item.add_marker(pytest.mark.slow)
-        if REALTIME_FIXTURES & used:
-            item.add_marker(pytest.mark.realtime)
         group = next((group for name, group in SHARED_FIXTURE_GROUPS.items() if name in used), None)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
