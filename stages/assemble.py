@@ -32,7 +32,7 @@ from stages.lib.backbone import build_frame_encoder
 from stages.lib.engines import cached_tflite, convert_to_tflite, frame_encoder_tflite_path
 from stages.lib.finetuned import FINETUNED_ENCODER_WEIGHTS, FINETUNED_HEAD_WEIGHTS, read_finetune_status
 from stages.lib.keypoints import KEYPOINT_SOURCE, keypoint_models_archive
-from stages.lib.models import build_full_model, build_head, load_model
+from stages.lib.models import build_full_model, build_head_from_card, load_model
 from stages.lib.params import KEYPOINTS_BACKBONE, load_params
 from stages.lib.served import make_card
 from stages.lib.storage import write_json
@@ -44,14 +44,12 @@ def load_served_parts(head_card: dict, backbone_weights: str,
                       paths: dict) -> tuple[keras.Model, keras.Model, str, dict]:
     """(encoder, head, weights source, finetune status): tuned weights when fine-tuning ran."""
     status = read_finetune_status(paths["finetuned"])
-    seq_len, image_size = int(head_card["seq_len"]), int(head_card["image_size"])
-    encoder, weights_source = build_frame_encoder(image_size, backbone_weights)
+    encoder, weights_source = build_frame_encoder(int(head_card["image_size"]), backbone_weights)
     if weights_source != head_card["weights_source"]:
         raise SystemExit(f"backbone weights now resolve to {weights_source!r} but the head was trained on "
                          f"embeddings from {head_card['weights_source']!r}: run `dvc repro` from extract")
-    settings = head_card["train_params"]
     if status["enabled"]:
-        head = build_head(seq_len, len(head_card["labels"]), settings["lstm_units"], settings["dropout"])
+        head = build_head_from_card(head_card)
         encoder.load_weights(Path(paths["finetuned"]) / FINETUNED_ENCODER_WEIGHTS)
         head.load_weights(Path(paths["finetuned"]) / FINETUNED_HEAD_WEIGHTS)
     else:

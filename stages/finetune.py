@@ -418,7 +418,7 @@ def finetune_end_to_end(params: dict, head_card: dict, policy: str, strategy, fo
     from dvclive.keras import DVCLiveCallback
 
     from stages.lib.backbone import build_frame_encoder
-    from stages.lib.models import build_full_model, build_head, load_model
+    from stages.lib.models import build_full_model, build_head_from_card, load_model
     settings, paths, seed = params["finetune"], params["paths"], params["base"]["seed"]
     seq_len, image_size = int(head_card["seq_len"]), int(head_card["image_size"])
     keras.mixed_precision.set_global_policy(policy)
@@ -428,8 +428,7 @@ def finetune_end_to_end(params: dict, head_card: dict, policy: str, strategy, fo
             raise SystemExit(f"backbone weights now resolve to {weights_source!r} but the head was trained on "
                              f"embeddings from {head_card['weights_source']!r}: run `dvc repro` from extract")
         train_settings = head_card["train_params"]
-        head = build_head(seq_len, len(head_card["labels"]), train_settings["lstm_units"],
-                          train_settings["dropout"])
+        head = build_head_from_card(head_card)
         head.set_weights(load_model(paths["head"]).get_weights())
         unfrozen = unfreeze_top_blocks(inner_mobilenet(encoder), settings["unfreeze_blocks"])
         model = build_full_model(encoder, head, seq_len)   # the served graph itself
@@ -462,8 +461,7 @@ def finetune_end_to_end(params: dict, head_card: dict, policy: str, strategy, fo
     save_float32_weights(encoder, folders.finetuned / FINETUNED_ENCODER_WEIGHTS,
                          lambda: build_frame_encoder(image_size, "random")[0])
     save_float32_weights(head, folders.finetuned / FINETUNED_HEAD_WEIGHTS,
-                         lambda: build_head(seq_len, len(head_card["labels"]), train_settings["lstm_units"],
-                                            train_settings["dropout"]))
+                         lambda: build_head_from_card(head_card))
     steady = epoch_seconds[1:] or epoch_seconds
     return {"unfrozen_layers": len(unfrozen), "train_clips": int((splits == "train").sum()),
             "val_clips": int((splits == "val").sum()), "replicas": strategy.num_replicas_in_sync,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from stages.lib.backbone import build_frame_encoder
-from stages.lib.models import build_full_model, build_head, load_model
+from stages.lib.models import build_full_model, build_head, build_head_from_card, load_model
 
 
 def test_head_maps_embedding_sequences_to_class_probabilities():
@@ -32,6 +32,23 @@ def test_head_survives_a_save_and_load_round_trip(tmp_path):
     head.save(tmp_path / "head.keras")
     loaded = load_model(tmp_path / "head.keras")
     assert np.allclose(head(x).numpy(), loaded(x).numpy(), atol=1e-6)
+
+
+def test_a_projected_head_maps_each_step_to_fewer_numbers_and_the_card_rebuilds_it():
+    """train.projection_units: a linear map per step before the BiLSTM, which the card's architecture names."""
+    plain = build_head(seq_len=4, num_classes=3, lstm_units=8, dropout=0.0)
+    projected = build_head(seq_len=4, num_classes=3, lstm_units=8, dropout=0.0, projection_units=16)
+    assert projected.get_layer("projection").output.shape == (None, 4, 16)
+    assert projected.count_params() < plain.count_params()
+    card = {"seq_len": 4, "labels": ["a", "b", "_none"], "feature_size": 1280, "centre_in_time": True,
+            "train_params": {"lstm_units": 8, "dropout": 0.0, "projection_units": 16}}
+    rebuilt = build_head_from_card(card)
+    rebuilt.set_weights(projected.get_weights())                 # the same layers, in the same order
+    x = np.random.default_rng(4).normal(size=(2, 4, 1280)).astype("float32")
+    assert np.allclose(rebuilt(x).numpy(), projected(x).numpy(), atol=1e-6)
+    # A card from before the key existed means no projection.
+    del card["train_params"]["projection_units"]
+    assert [layer.name for layer in build_head_from_card(card).layers] == [layer.name for layer in plain.layers]
 
 
 def test_full_graph_is_the_encoder_per_frame_followed_by_the_head():

@@ -40,8 +40,13 @@ class TemporalCentering(keras.layers.Layer):
 
 
 def build_head(seq_len: int, num_classes: int, lstm_units: int, dropout: float,
-               feature_size: int = EMBEDDING_SIZE, centre_in_time: bool = True) -> keras.Model:
+               feature_size: int = EMBEDDING_SIZE, centre_in_time: bool = True,
+               projection_units: int = 0) -> keras.Model:
     """(batch, seq_len, 1280) float embeddings -> (batch, num_classes) float32 probabilities.
+
+    `projection_units` > 0 maps each step's features linearly to that many numbers before the BiLSTM
+    (`train.projection_units`): the LSTM's input multiplication on 1280 numbers a step is most of a
+    training step's arithmetic, and a handful of clips per sign has no use for 1280 free directions.
 
     `feature_size` is the width of each step's features: MobileNetV2's 1280, or the keypoints'
     (`backbone.name: keypoints`, stages/lib/keypoints.py), which also turn `centre_in_time` off:
@@ -53,13 +58,25 @@ def build_head(seq_len: int, num_classes: int, lstm_units: int, dropout: float,
     motion = TemporalCentering(name="temporal_centering")(embeddings) if centre_in_time \
         else embeddings                                                         # (batch, T, 1280)
     dropped = keras.layers.Dropout(dropout, name="input_dropout")(motion)
+    steps = keras.layers.Dense(projection_units, name="projection")(dropped) if projection_units \
+        else dropped                                                            # (batch, T, P or 1280)
     # Bidirectional: signs that are the same motion in opposite order differ only in time direction.
-    sequence = keras.layers.Bidirectional(keras.layers.LSTM(lstm_units), name="bilstm")(dropped)  # (batch, 2*units)
+    sequence = keras.layers.Bidirectional(keras.layers.LSTM(lstm_units), name="bilstm")(steps)  # (batch, 2*units)
     sequence = keras.layers.Dropout(dropout, name="head_dropout")(sequence)
     # float32 softmax even under a mixed precision policy: probabilities must sum to 1 precisely.
     probabilities = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
                                        name="probabilities")(sequence)
     return keras.Model(embeddings, probabilities, name="bilstm_head")
+
+
+def build_head_from_card(head_card: dict) -> keras.Model:
+    """A head of the architecture `paths.labels` (train's card) describes, with fresh weights: for loading
+    weights into (fine-tuning, assembling a fine-tuned bundle). Cards from before a key existed get its
+    old meaning."""
+    settings = head_card["train_params"]
+    return build_head(int(head_card["seq_len"]), len(head_card["labels"]), settings["lstm_units"],
+                      settings["dropout"], int(head_card.get("feature_size", EMBEDDING_SIZE)),
+                      bool(head_card.get("centre_in_time", True)), int(settings.get("projection_units", 0)))
 
 
 def build_full_model(frame_encoder: keras.Model, head: keras.Model, seq_len: int) -> keras.Model:

@@ -126,6 +126,7 @@ def validate_params(params: dict[str, Any]) -> None:
         require_number(train, "train", "dropout", minimum=0.0, maximum=0.9)
         require_int(train, "train", "windows_per_clip", minimum=1)
         require_int(train, "train", "edge_windows", minimum=0)
+        require_int(train, "train", "projection_units", minimum=0)
         require_number(train, "train", "position_jitter", minimum=0.0, maximum=0.5)
         require_number(train, "train", "speed_jitter", minimum=0.0, maximum=0.5)
         if train.get("seed") is not None:          # null: base.seed
