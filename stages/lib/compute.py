@@ -218,11 +218,18 @@ def map_on_ray(items: Iterable, settings: ComputeSettings, function: Callable | 
                                      max_tasks_in_flight_per_actor=MAX_ITEMS_IN_FLIGHT_PER_WORKER)
             dataset = dataset.map_batches(RayWorkerBatch, fn_constructor_args=(worker_class, worker_args),
                                           batch_size=1, compute=pool, num_cpus=settings.cpus_per_worker)
-        for row in dataset.iter_rows():
-            result = pickle.loads(row["payload"])
-            if isinstance(result, WorkerFailure):
-                raise WorkerError(result.message)
-            yield result
+        results = iter(dataset.iter_rows())
+        try:
+            for row in results:
+                result = pickle.loads(row["payload"])
+                if isinstance(result, WorkerFailure):
+                    raise WorkerError(result.message)
+                yield result
+        finally:
+            # Stop Ray Data's executor thread before Ray shuts down: left running (a worker's error ends
+            # the loop early), it touched the shut-down core worker, and Ray then ended this whole
+            # process (seen in CI: "The core worker has already been shutdown ... The process will exit").
+            results.close()
     finally:
         if started_here:
             ray.shutdown()
