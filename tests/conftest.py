@@ -10,7 +10,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 # Load aiortc's native libraries (pylibsrtp, av) before TensorFlow: loaded after it,
@@ -64,6 +66,21 @@ def pytest_collection_modifyitems(config, items):
         group = next((group for name, group in SHARED_FIXTURE_GROUPS.items() if name in used), None)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=session_order)                       # stable: within each part, the files' own order
+
+
+def session_order(item) -> int:
+    """Where a test runs in the session (see "the session's pipelines" below): 0 first, 4 last.
+
+    The pipelines' tests come in the order their runs finish: the tiny one, its fine-tuning, the default.
+    """
+    used = set(getattr(item, "fixturenames", ()))       # with the fixtures its fixtures use
+    if "quiet_machine" in used:
+        return 4                                        # keeps time with a camera: when nothing else runs
+    for order, name in enumerate(("default_workspace", "finetuned_workspace", "trained_workspace")):
+        if name in used:
+            return 3 - order
+    return 0
 
 
 def write_video(path: Path, frames_bgr: np.ndarray, fps: float = 25.0, fourcc: str = "MJPG") -> Path:
@@ -186,55 +203,170 @@ def workspace(tmp_path: Path):
 
 DVC = [sys.executable, "-m", "dvc"]
 FIRST_REPRO_LOG = "first_repro.log"      # beside the trained workspace: what its first `dvc repro` printed
+FINETUNE_EXPERIMENT_LOG = "exp_run.log"   # beside the fine-tuned workspace: what its `dvc exp run` printed
+PIPELINE_SECONDS = 3600                   # the longest a session's pipeline may take (the default one, on a busy CPU)
+
+
+# --- the session's pipelines, run in the background ----------------------------------------------
+# Three pipeline runs serve many tests: the tiny pipeline (`trained_workspace`), its fine-tuning
+# experiment (`finetuned_workspace`) and the default one (`default_workspace`). Each keeps about 1.5
+# of the two cores busy; run one after another, when their first test came, they were half of CI's
+# 30 minutes on a slow machine. So, when the session starts, the ones its selected tests need start on
+# threads of this process (the work is in `dvc` subprocesses) while the tests that need none of them
+# run, and each fixture waits for its own. `session_order` puts those tests first, and the
+# real-time browser tests last, after `quiet_machine` has waited for every pipeline: a second busy
+# process on the two cores once made the record test miss its sign. Under pytest-xdist a fixture
+# runs its pipeline when its first test needs it, as before.
+PIPELINE_FIXTURES = ("trained_workspace", "finetuned_workspace", "default_workspace")
+
+
+class SessionPipelines:
+    """The session's pipeline runs as futures, and the `dvc` processes they have running (killed at the end)."""
+
+    def __init__(self, tmp_path_factory):
+        self.tmp_path_factory = tmp_path_factory
+        self.executor = ThreadPoolExecutor(max_workers=len(PIPELINE_FIXTURES), thread_name_prefix="pipeline")
+        self.futures: dict[str, Future] = {}
+        self.processes: set[subprocess.Popen] = set()
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def start(self, names: set[str]) -> None:
+        """Start the runs behind fixtures `names` (and what they build on) that have not started yet."""
+        names = {name for name in names if name not in self.futures}
+        roots = {name: self.tmp_path_factory.mktemp(name.removesuffix("_workspace")) / "repo" for name in names}
+        if "trained_workspace" in roots:
+            self.futures["trained_workspace"] = self.executor.submit(
+                self.prepare_trained, roots["trained_workspace"], roots.get("finetuned_workspace"))
+        if "finetuned_workspace" in roots:
+            self.start({"trained_workspace"})
+            self.futures["finetuned_workspace"] = self.executor.submit(
+                self.prepare_finetuned, self.futures["trained_workspace"], roots["finetuned_workspace"])
+        if "default_workspace" in roots:
+            self.futures["default_workspace"] = self.executor.submit(self.prepare_default, roots["default_workspace"])
+
+    def result(self, name: str) -> Path:
+        """The workspace of fixture `name`, once its run has finished (started now if it had not been)."""
+        self.start({name})
+        return self.futures[name].result(timeout=PIPELINE_SECONDS)
+
+    def wait_for_all(self) -> None:
+        for future in list(self.futures.values()):
+            future.exception(timeout=PIPELINE_SECONDS)  # finished, whether or not it failed (its fixture says so)
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True                          # a run between two commands starts no more
+            for process in self.processes:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGKILL)   # the dvc process and the stage it runs
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def run(self, command: list[str], cwd: Path) -> str:
+        """`run` for a long `dvc` command that `close` can stop: its stdout; raises with its output if it fails."""
+        with self.lock:
+            if self.closed:
+                raise RuntimeError(f"the session ended before {' '.join(command)} could start")
+            process = subprocess.Popen(command, cwd=cwd, env=command_env(cwd), stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True, start_new_session=True)
+            self.processes.add(process)
+        try:
+            stdout, stderr = process.communicate(timeout=PIPELINE_SECONDS)
+        finally:
+            with self.lock:
+                self.processes.discard(process)
+        if process.returncode != 0:
+            raise AssertionError(f"{' '.join(command)} failed ({process.returncode}):\n{stdout[-4000:]}\n{stderr[-4000:]}")
+        return stdout
+
+    def prepare_trained(self, root: Path, finetune_root: Path | None) -> Path:
+        """A tiny pipeline run once through `dvc repro` with pretrained weights, then committed.
+
+        With `finetune_root`, the committed baseline is copied there for fine-tuning before the
+        trained workspace's tests, which run experiments on it, can start.
+        """
+        make_workspace(root)
+        set_params(root, {"backbone": {"weights": "imagenet"}, "train": {"epochs": 15, "lstm_units": 16}})
+        (root.parent / FIRST_REPRO_LOG).write_text(self.run(DVC + ["repro"], root))
+        run(["git", "add", "-A"], root)
+        run(["git", "commit", "-qm", "baseline results"], root)
+        if finetune_root is not None:
+            shutil.copytree(root, finetune_root, symlinks=True)
+        return root
+
+    def prepare_finetuned(self, trained: Future, root: Path) -> Path:
+        """A copy of the trained baseline after `dvc exp run -S finetune.enabled=true` (1 epoch, mixed bfloat16).
+
+        The copy was made by `prepare_trained` if both started together; otherwise (pytest-xdist) it is
+        made here, while no test runs on this worker.
+        """
+        trained_root = trained.result()
+        if not root.exists():
+            shutil.copytree(trained_root, root, symlinks=True)
+        output = self.run(DVC + ["exp", "run", "-S", "finetune.enabled=true", "-S", "finetune.epochs=1",
+                                 "-S", "finetune.batch_size=2", "-S", "finetune.mixed_precision=mixed_bfloat16"], root)
+        (root.parent / FINETUNE_EXPERIMENT_LOG).write_text(output)
+        return root
+
+    def prepare_default(self, root: Path) -> Path:
+        """The repository's pipeline at its default params, through `dvc repro assemble`, on the repository's DVC cache."""
+        make_workspace(root, changes=None)
+        (REPO_ROOT / ".dvc" / "cache").mkdir(parents=True, exist_ok=True)
+        run(DVC + ["cache", "dir", str(REPO_ROOT / ".dvc" / "cache")], root)
+        self.run(DVC + ["repro", "assemble"], root)
+        return root
 
 
 @pytest.fixture(scope="session")
-def trained_workspace(tmp_path_factory):
+def session_pipelines(tmp_path_factory):
+    pipelines = SessionPipelines(tmp_path_factory)
+    yield pipelines
+    pipelines.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def start_pipelines_in_background(request, session_pipelines):
+    """At the session's first test: start every pipeline run that the session's tests will ask for."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:       # a worker runs only some of the items
+        needed = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
+        session_pipelines.start(needed & set(PIPELINE_FIXTURES))
+
+
+@pytest.fixture
+def quiet_machine(session_pipelines):
+    """For tests that keep time with a real camera: no pipeline is running in the background."""
+    session_pipelines.wait_for_all()
+
+
+@pytest.fixture(scope="session")
+def trained_workspace(session_pipelines) -> Path:
     """A tiny pipeline run once through `dvc repro` with pretrained weights, then committed.
 
     Shared by the whole session: the model tests read it, and the DVC tests run
     experiments on it, each restoring this baseline afterwards (`restore_baseline`).
     """
-    root = make_workspace(tmp_path_factory.mktemp("trained") / "repo")
-    set_params(root, {"backbone": {"weights": "imagenet"}, "train": {"epochs": 15, "lstm_units": 16}})
-    first = run(DVC + ["repro"], root)
-    (root.parent / FIRST_REPRO_LOG).write_text(first.stdout)
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "baseline results"], root)
-    return root
+    return session_pipelines.result("trained_workspace")
 
 
 @pytest.fixture(scope="session")
-def default_workspace(tmp_path_factory):
+def default_workspace(session_pipelines) -> Path:
     """The repository's pipeline at its default params, through `dvc repro assemble`: the model a user gets.
 
     It shares the repository's DVC cache, so on a checkout that has already run
     `dvc repro` the run cache restores every stage in seconds; a fresh clone (CI)
     runs the default pipeline once for the whole session.
     """
-    root = make_workspace(tmp_path_factory.mktemp("default") / "repo", changes=None)
-    (REPO_ROOT / ".dvc" / "cache").mkdir(parents=True, exist_ok=True)
-    run(DVC + ["cache", "dir", str(REPO_ROOT / ".dvc" / "cache")], root)
-    run(DVC + ["repro", "assemble"], root, timeout=3600)
-    return root
-
-
-FINETUNE_EXPERIMENT_LOG = "exp_run.log"   # beside the fine-tuned workspace: what its `dvc exp run` printed
+    return session_pipelines.result("default_workspace")
 
 
 @pytest.fixture(scope="session")
-def finetuned_workspace(trained_workspace, tmp_path_factory):
+def finetuned_workspace(trained_workspace, session_pipelines) -> Path:
     """A copy of the trained tiny pipeline after `dvc exp run -S finetune.enabled=true` (1 epoch, mixed bfloat16).
 
     One fine-tuning run for the session: the DVC tests read what it re-ran and
     the state it left, the fine-tuning tests read what it made.
     """
-    root = tmp_path_factory.mktemp("finetuned") / "repo"
-    shutil.copytree(trained_workspace, root, symlinks=True)
-    result = run(DVC + ["exp", "run", "-S", "finetune.enabled=true", "-S", "finetune.epochs=1",
-                        "-S", "finetune.batch_size=2", "-S", "finetune.mixed_precision=mixed_bfloat16"], root)
-    (root.parent / FINETUNE_EXPERIMENT_LOG).write_text(result.stdout)
-    return root
+    return session_pipelines.result("finetuned_workspace")
 
 
 def restore_baseline(root: Path) -> None:

@@ -171,7 +171,7 @@ def start_chromium(camera_y4m: Path, profile: Path):
 
 
 @pytest.fixture
-def chromium(tmp_path):
+def chromium(tmp_path, quiet_machine):
     """Start headless Chromium whose fake camera plays a .y4m file; yields a factory, quits at the end."""
     require_browser()
     drivers = []

@@ -118,7 +118,7 @@ class Browser:
 
 
 @pytest.fixture
-def browser(tmp_path):
+def browser(tmp_path, quiet_machine):
     require_browser()
     opened = Browser(tmp_path)
     yield opened
