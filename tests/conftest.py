@@ -210,7 +210,7 @@ PIPELINE_SECONDS = 3600                   # the longest a session's pipeline may
 # --- the session's pipelines, run in the background ----------------------------------------------
 # Three pipeline runs serve many tests: the tiny pipeline (`trained_workspace`), its fine-tuning
 # experiment (`finetuned_workspace`) and the default one (`default_workspace`). Each keeps about 1.5
-# of the two cores busy; run one after another, when their first test came, they were half of CI's
+# of the two cores busy; run one after another, when their first test came, they were over a third of CI's
 # 30 minutes on a slow machine. So, when the session starts, the ones its selected tests need start on
 # threads of this process (the work is in `dvc` subprocesses) while the tests that need none of them
 # run, and each fixture waits for its own. `session_order` puts those tests first, and the
