@@ -45,7 +45,7 @@ TINY_PARAMS = {
 
 # Tests that need a whole pipeline run, a Ray cluster, a browser or a served app are "slow":
 # `pytest -m "not slow"` runs the unit and stage tests alone (the developer's loop); the CI runs everything.
-SLOW_FIXTURES = {"trained_workspace", "default_workspace", "finetuned_workspace", "extract_workspace",
+SLOW_FIXTURES = {"trained_workspace", "default_workspace", "finetuned_workspace", "keypoint_workspace", "extract_workspace",
                  "ray_cluster", "app_server", "chromium"}
 
 
@@ -53,7 +53,8 @@ SLOW_FIXTURES = {"trained_workspace", "default_workspace", "finetuned_workspace"
 # (`-n auto --dist loadgroup`, the developer's loop) the tests of one such fixture form an xdist group,
 # so they land on one worker and the fixture is built once, not once per worker. The fine-tuned
 # workspace is a copy of the trained one: one group. The first name a test uses picks its group.
-SHARED_FIXTURE_GROUPS = {"finetuned_workspace": "trained_workspace", "trained_workspace": "trained_workspace",
+SHARED_FIXTURE_GROUPS = {"finetuned_workspace": "trained_workspace", "keypoint_workspace": "trained_workspace",
+                         "trained_workspace": "trained_workspace",
                          "default_workspace": "default_workspace", "ray_cluster": "ray_cluster",
                          "extract_workspace": "extract_workspace"}
 
@@ -70,17 +71,16 @@ def pytest_collection_modifyitems(config, items):
 
 
 def session_order(item) -> int:
-    """Where a test runs in the session (see "the session's pipelines" below): 0 first, 4 last.
+    """Where a test runs in the session (see "the session's pipelines" below): 0 first, 5 last.
 
-    The pipelines' tests come in the order their runs finish: the tiny one, its fine-tuning, the default.
+    The pipelines' tests come in the order their runs finish: the tiny one, its fine-tuning, its
+    keypoint experiment (started with the tiny one's tests), the default.
     """
     used = set(getattr(item, "fixturenames", ()))       # with the fixtures its fixtures use
     if "quiet_machine" in used:
-        return 4                                        # keeps time with a camera: when nothing else runs
-    for order, name in enumerate(("default_workspace", "finetuned_workspace", "trained_workspace")):
-        if name in used:
-            return 3 - order
-    return 0
+        return 5                                        # keeps time with a camera: when nothing else runs
+    order = ("trained_workspace", "finetuned_workspace", "keypoint_workspace", "default_workspace")
+    return max((position + 1 for position, name in enumerate(order) if name in used), default=0)
 
 
 def write_video(path: Path, frames_bgr: np.ndarray, fps: float = 25.0, fourcc: str = "MJPG") -> Path:
@@ -203,21 +203,30 @@ def workspace(tmp_path: Path):
 
 DVC = [sys.executable, "-m", "dvc"]
 FIRST_REPRO_LOG = "first_repro.log"      # beside the trained workspace: what its first `dvc repro` printed
-FINETUNE_EXPERIMENT_LOG = "exp_run.log"   # beside the fine-tuned workspace: what its `dvc exp run` printed
+EXPERIMENT_LOG = "exp_run.log"           # beside an experiment's workspace: what its `dvc exp run` printed
 PIPELINE_SECONDS = 3600                   # the longest a session's pipeline may take (the default one, on a busy CPU)
 
 
 # --- the session's pipelines, run in the background ----------------------------------------------
-# Three pipeline runs serve many tests: the tiny pipeline (`trained_workspace`), its fine-tuning
-# experiment (`finetuned_workspace`) and the default one (`default_workspace`). Each keeps about 1.5
-# of the two cores busy; run one after another, when their first test came, they were over a third of CI's
-# 30 minutes on a slow machine. So, when the session starts, the ones its selected tests need start on
-# threads of this process (the work is in `dvc` subprocesses) while the tests that need none of them
-# run, and each fixture waits for its own. `session_order` puts those tests first, and the
-# real-time browser tests last, after `quiet_machine` has waited for every pipeline: a second busy
-# process on the two cores once made the record test miss its sign. Under pytest-xdist a fixture
-# runs its pipeline when its first test needs it, as before.
-PIPELINE_FIXTURES = ("trained_workspace", "finetuned_workspace", "default_workspace")
+# Pipeline runs serve many tests: the tiny pipeline (`trained_workspace`), two experiments on copies
+# of its committed baseline (`finetuned_workspace`, `keypoint_workspace`) and the default pipeline
+# (`default_workspace`). Each keeps about 1.5 of the two cores busy; run one after another, when their
+# first test came, they were over a third of CI's 30 minutes on a slow machine. So, when the session
+# starts, the ones its selected tests need start on threads of this process (the work is in `dvc`
+# subprocesses) while the tests that need none of them run, and each fixture waits for its own.
+# `session_order` puts those tests first, and the real-time browser tests last, after `quiet_machine`
+# has waited for every run: a second busy process on the two cores once made the record test miss its
+# sign. Under pytest-xdist a fixture runs its pipeline when its first test needs it, as before.
+PIPELINE_FIXTURES = ("trained_workspace", "finetuned_workspace", "keypoint_workspace", "default_workspace")
+# The experiments on the baseline: their `-S` settings.
+BASELINE_EXPERIMENTS = {
+    "finetuned_workspace": ["finetune.enabled=true", "finetune.epochs=1", "finetune.batch_size=2",
+                            "finetune.mixed_precision=mixed_bfloat16"],
+    "keypoint_workspace": ["backbone.name=keypoints"],
+}
+# Started when the trained workspace's first test starts, not with the session: the first tests keep
+# both cores busy, the trained workspace's tests (one `dvc` command at a time) leave most of one free.
+STARTED_WITH_THE_TRAINED_TESTS = {"keypoint_workspace"}
 
 
 class SessionPipelines:
@@ -227,30 +236,44 @@ class SessionPipelines:
         self.tmp_path_factory = tmp_path_factory
         self.executor = ThreadPoolExecutor(max_workers=len(PIPELINE_FIXTURES), thread_name_prefix="pipeline")
         self.futures: dict[str, Future] = {}
+        self.held_back: dict[str, Path] = {}            # fixture -> its root, until `release`
         self.processes: set[subprocess.Popen] = set()
         self.lock = threading.Lock()
         self.closed = False
 
     def start(self, names: set[str]) -> None:
-        """Start the runs behind fixtures `names` (and what they build on) that have not started yet."""
-        names = {name for name in names if name not in self.futures}
+        """Start the runs behind fixtures `names` (and the baseline they build on) that have not started yet."""
+        names = {name for name in names if name not in self.futures and name not in self.held_back}
+        if names & BASELINE_EXPERIMENTS.keys() and "trained_workspace" not in self.futures:
+            names.add("trained_workspace")
         roots = {name: self.tmp_path_factory.mktemp(name.removesuffix("_workspace")) / "repo" for name in names}
         if "trained_workspace" in roots:
+            copies = [root for name, root in roots.items() if name in BASELINE_EXPERIMENTS]
             self.futures["trained_workspace"] = self.executor.submit(
-                self.prepare_trained, roots["trained_workspace"], roots.get("finetuned_workspace"))
-        if "finetuned_workspace" in roots:
-            self.start({"trained_workspace"})
-            self.futures["finetuned_workspace"] = self.executor.submit(
-                self.prepare_finetuned, self.futures["trained_workspace"], roots["finetuned_workspace"])
+                self.prepare_trained, roots["trained_workspace"], copies)
+        for name in BASELINE_EXPERIMENTS.keys() & roots.keys():
+            if name in STARTED_WITH_THE_TRAINED_TESTS:
+                self.held_back[name] = roots[name]
+            else:
+                self.futures[name] = self.executor.submit(self.prepare_experiment, name, roots[name])
         if "default_workspace" in roots:
             self.futures["default_workspace"] = self.executor.submit(self.prepare_default, roots["default_workspace"])
+
+    def release(self) -> None:
+        """Start the runs held back for the trained workspace's tests."""
+        for name, root in self.held_back.items():
+            self.futures[name] = self.executor.submit(self.prepare_experiment, name, root)
+        self.held_back.clear()
 
     def result(self, name: str) -> Path:
         """The workspace of fixture `name`, once its run has finished (started now if it had not been)."""
         self.start({name})
+        if name in self.held_back:
+            self.release()
         return self.futures[name].result(timeout=PIPELINE_SECONDS)
 
     def wait_for_all(self) -> None:
+        """Until every started run has ended (one held back and never released is not running)."""
         for future in list(self.futures.values()):
             future.exception(timeout=PIPELINE_SECONDS)  # finished, whether or not it failed (its fixture says so)
 
@@ -279,33 +302,32 @@ class SessionPipelines:
             raise AssertionError(f"{' '.join(command)} failed ({process.returncode}):\n{stdout[-4000:]}\n{stderr[-4000:]}")
         return stdout
 
-    def prepare_trained(self, root: Path, finetune_root: Path | None) -> Path:
+    def prepare_trained(self, root: Path, copies: list[Path]) -> Path:
         """A tiny pipeline run once through `dvc repro` with pretrained weights, then committed.
 
-        With `finetune_root`, the committed baseline is copied there for fine-tuning before the
-        trained workspace's tests, which run experiments on it, can start.
+        The committed baseline is copied to `copies` (the experiments' roots) before the trained
+        workspace's tests, which run experiments on it, can start.
         """
         make_workspace(root)
         set_params(root, {"backbone": {"weights": "imagenet"}, "train": {"epochs": 15, "lstm_units": 16}})
         (root.parent / FIRST_REPRO_LOG).write_text(self.run(DVC + ["repro"], root))
         run(["git", "add", "-A"], root)
         run(["git", "commit", "-qm", "baseline results"], root)
-        if finetune_root is not None:
-            shutil.copytree(root, finetune_root, symlinks=True)
+        for copy in copies:
+            shutil.copytree(root, copy, symlinks=True)
         return root
 
-    def prepare_finetuned(self, trained: Future, root: Path) -> Path:
-        """A copy of the trained baseline after `dvc exp run -S finetune.enabled=true` (1 epoch, mixed bfloat16).
+    def prepare_experiment(self, name: str, root: Path) -> Path:
+        """A copy of the trained baseline after `dvc exp run` with fixture `name`'s settings.
 
         The copy was made by `prepare_trained` if both started together; otherwise (pytest-xdist) it is
         made here, while no test runs on this worker.
         """
-        trained_root = trained.result()
+        trained_root = self.futures["trained_workspace"].result()
         if not root.exists():
             shutil.copytree(trained_root, root, symlinks=True)
-        output = self.run(DVC + ["exp", "run", "-S", "finetune.enabled=true", "-S", "finetune.epochs=1",
-                                 "-S", "finetune.batch_size=2", "-S", "finetune.mixed_precision=mixed_bfloat16"], root)
-        (root.parent / FINETUNE_EXPERIMENT_LOG).write_text(output)
+        settings = [argument for setting in BASELINE_EXPERIMENTS[name] for argument in ("-S", setting)]
+        (root.parent / EXPERIMENT_LOG).write_text(self.run(DVC + ["exp", "run"] + settings, root))
         return root
 
     def prepare_default(self, root: Path) -> Path:
@@ -344,8 +366,11 @@ def trained_workspace(session_pipelines) -> Path:
 
     Shared by the whole session: the model tests read it, and the DVC tests run
     experiments on it, each restoring this baseline afterwards (`restore_baseline`).
+    Its first test starts the runs held back for these tests (the keypoint experiment).
     """
-    return session_pipelines.result("trained_workspace")
+    root = session_pipelines.result("trained_workspace")
+    session_pipelines.release()
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -367,6 +392,12 @@ def finetuned_workspace(trained_workspace, session_pipelines) -> Path:
     the state it left, the fine-tuning tests read what it made.
     """
     return session_pipelines.result("finetuned_workspace")
+
+
+@pytest.fixture(scope="session")
+def keypoint_workspace(trained_workspace, session_pipelines) -> Path:
+    """A copy of the trained tiny pipeline after `dvc exp run -S backbone.name=keypoints`."""
+    return session_pipelines.result("keypoint_workspace")
 
 
 def restore_baseline(root: Path) -> None:

@@ -1,7 +1,8 @@
 """The DVC pipeline on tiny data: what each kind of change re-runs, and a clean `dvc status` after each.
 
 All tests share one tiny workspace (`trained_workspace`: `dvc repro` once, committed);
-each experiment here restores that baseline when it is done.
+each experiment here restores that baseline when it is done. The fine-tuning and keypoint
+experiments run on copies of it, in the background (tests/conftest.py).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import yaml
 
 from tests.conftest import (
     DVC,
-    FINETUNE_EXPERIMENT_LOG,
+    EXPERIMENT_LOG,
     FIRST_REPRO_LOG,
     REPO_ROOT,
     restore_baseline,
@@ -86,15 +87,16 @@ def test_a_train_experiment_reruns_train_and_after_never_sample_extract_or_bench
     assert any("train/plots/metrics" in key for key in shown)
 
 
-def test_a_keypoint_backbone_experiment_serves_keypoints_on_every_path(experiment):
-    """`backbone.name=keypoints`: extract caches keypoints, the head learns them without centring, the
-    bundle carries the MediaPipe models, and evaluate's paths (the live one included) still agree."""
+def test_a_keypoint_backbone_experiment_serves_keypoints_on_every_path(keypoint_workspace):
+    """`backbone.name=keypoints` (`dvc exp run` on a copy of the baseline, see conftest): extract caches
+    keypoints, the head learns them without centring, the bundle carries the MediaPipe models, and
+    evaluate's paths (the live one included) still agree."""
     from stages.lib.keypoints import KEYPOINT_FEATURES
     from stages.lib.served import load_bundle
     from stages.lib.streaming import StreamingRecognizer
-    root = experiment
-    result = run(DVC + ["exp", "run", "-S", "backbone.name=keypoints"], root)
-    assert stages_run(result.stdout) == {"extract", "train", "finetune", "assemble", "export", "evaluate"}
+    root = keypoint_workspace
+    experiment_output = (root.parent / EXPERIMENT_LOG).read_text()
+    assert stages_run(experiment_output) == {"extract", "train", "finetune", "assemble", "export", "evaluate"}
     assert_status_clean(root)
     with h5py.File(root / "features/embeddings.h5", "r") as embeddings, h5py.File(root / "data/frames.h5") as frames:
         assert embeddings["embeddings"].shape == (frames["frames"].shape[0], KEYPOINT_FEATURES)
@@ -138,7 +140,7 @@ def test_retuning_spotting_reruns_only_evaluate(experiment):
 
 def test_a_finetune_experiment_leaves_dvc_status_clean(finetuned_workspace):
     root = finetuned_workspace
-    assert stages_run((root.parent / FINETUNE_EXPERIMENT_LOG).read_text()) == {"finetune", "assemble", "export",
+    assert stages_run((root.parent / EXPERIMENT_LOG).read_text()) == {"finetune", "assemble", "export",
                                                                                 "evaluate"}
     assert_status_clean(root)
     assert stages_run(run(DVC + ["repro"], root).stdout) == set()
