@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages.lib.params import load_params
+import yaml
+
+from stages.lib.params import ParamsError, load_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROOT_ENVIRONMENT_VARIABLE = "SIGNLANG_ROOT"
@@ -95,7 +98,27 @@ def load_settings() -> AppSettings:
     """Read and validate params.yaml (cheap: a small YAML file) for the current root."""
     root = data_root()
     params_file = root / "params.yaml" if (root / "params.yaml").exists() else REPO_ROOT / "params.yaml"
-    return AppSettings(root=root, params=load_params(params_file))
+    return AppSettings(root=root, params=read_params_a_run_may_be_writing(params_file))
+
+
+# A training run's `dvc exp run` rewrites params.yaml in place (DVC opens it "w+": empty, then written):
+# a page drawn in between read an empty file, and fell over on a missing section (seen in CI, which then
+# lost a click on Cancel). So a read that finds no `paths:` section (near the file's end) or a file cut
+# mid-value is tried again, for up to PARAMS_READ_TRIES x PARAMS_READ_PAUSE_SECONDS.
+PARAMS_READ_TRIES, PARAMS_READ_PAUSE_SECONDS = 40, 0.05
+
+
+def read_params_a_run_may_be_writing(params_file: Path) -> dict:
+    """load_params, again while the file reads as empty or cut short; the last try's error is raised."""
+    for _ in range(PARAMS_READ_TRIES - 1):
+        try:
+            params = load_params(params_file)
+        except (yaml.YAMLError, ParamsError):
+            params = {}
+        if "paths" in params:
+            return params
+        time.sleep(PARAMS_READ_PAUSE_SECONDS)
+    return load_params(params_file)
 
 
 def plain(value: Any) -> Any:

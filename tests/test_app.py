@@ -617,6 +617,25 @@ def test_app_params_are_validated(key, value, message):
         validate_params({"app": {**app, key: value}})
 
 
+@pytest.mark.parametrize("caught", ["empty", "cut off"])
+def test_settings_read_while_a_run_rewrites_params_yaml_see_the_whole_file(tmp_path, monkeypatch, caught):
+    """A training run's `dvc exp run` rewrites params.yaml in place: a page drawn meanwhile waits for all of it."""
+    import threading
+
+    from app.settings import load_settings
+    whole = (REPO_ROOT / "params.yaml").read_text()
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("" if caught == "empty" else whole[:len(whole) // 2])   # mid-write, as DVC leaves it
+    monkeypatch.setenv("SIGNLANG_ROOT", str(tmp_path))
+    writer = threading.Timer(0.3, params_file.write_text, args=(whole,))
+    writer.start()
+    try:
+        settings = load_settings()
+    finally:
+        writer.join()
+    assert settings.params == yaml.safe_load(whole)
+
+
 def test_upload_limit_in_params_matches_the_streamlit_config():
     import tomllib
     config = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text())
