@@ -79,8 +79,7 @@ def session_order(item) -> int:
     used = set(getattr(item, "fixturenames", ()))       # with the fixtures its fixtures use
     if "quiet_machine" in used:
         return 5                                        # keeps time with a camera: when nothing else runs
-    order = ("trained_workspace", "finetuned_workspace", "keypoint_workspace", "default_workspace")
-    return max((position + 1 for position, name in enumerate(order) if name in used), default=0)
+    return max((position + 1 for position, name in enumerate(PIPELINE_FIXTURES) if name in used), default=0)
 
 
 def write_video(path: Path, frames_bgr: np.ndarray, fps: float = 25.0, fourcc: str = "MJPG") -> Path:
@@ -169,9 +168,13 @@ def run(command: list[str], cwd: Path, timeout: int = 900) -> subprocess.Complet
     """Run a command with this interpreter's environment first on PATH; fail with its output."""
     result = run_unchecked(command, cwd, timeout)
     if result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n"
-                             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        raise command_failed(command, result.returncode, result.stdout, result.stderr)
     return result
+
+
+def command_failed(command: list[str], returncode: int, stdout: str, stderr: str) -> AssertionError:
+    """The error for a command that failed: the command, its exit status, the ends of its output."""
+    return AssertionError(f"{' '.join(command)} failed ({returncode}):\n{stdout[-4000:]}\n{stderr[-4000:]}")
 
 
 def make_workspace(root: Path, changes: dict | None = TINY_PARAMS) -> Path:
@@ -217,6 +220,7 @@ PIPELINE_SECONDS = 3600                   # the longest a session's pipeline may
 # `session_order` puts those tests first, and the real-time browser tests last, after `quiet_machine`
 # has waited for every run: a second busy process on the two cores once made the record test miss its
 # sign. Under pytest-xdist a fixture runs its pipeline when its first test needs it, as before.
+# In the order their runs finish, which is the order of their tests (`session_order`).
 PIPELINE_FIXTURES = ("trained_workspace", "finetuned_workspace", "keypoint_workspace", "default_workspace")
 # The experiments on the baseline: their `-S` settings.
 BASELINE_EXPERIMENTS = {
@@ -299,7 +303,7 @@ class SessionPipelines:
             with self.lock:
                 self.processes.discard(process)
         if process.returncode != 0:
-            raise AssertionError(f"{' '.join(command)} failed ({process.returncode}):\n{stdout[-4000:]}\n{stderr[-4000:]}")
+            raise command_failed(command, process.returncode, stdout, stderr)
         return stdout
 
     def prepare_trained(self, root: Path, copies: list[Path]) -> Path:
