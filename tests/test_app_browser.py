@@ -52,7 +52,7 @@ TOP3_SELECTOR = ".st-key-live_top3"
 SENTENCE_SELECTOR = ".st-key-live_sentence"
 SENTENCE_PREFIX = "Sentence:"
 
-pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"), pytest.mark.real_time]
 
 
 def require_browser() -> None:
@@ -171,7 +171,7 @@ def start_chromium(camera_y4m: Path, profile: Path):
 
 
 @pytest.fixture
-def chromium(tmp_path, quiet_machine):
+def chromium(tmp_path):
     """Start headless Chromium whose fake camera plays a .y4m file; yields a factory, quits at the end."""
     require_browser()
     drivers = []

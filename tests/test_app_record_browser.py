@@ -73,7 +73,7 @@ RUN_SECONDS = 420                         # the pipeline on the recordings, on t
 LIVE_SECONDS = 60
 STATUS_SELECTOR = ".st-key-record_status"
 
-pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"), pytest.mark.real_time]
 
 
 # --- the cameras --------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ class Browser:
 
 
 @pytest.fixture
-def browser(tmp_path, quiet_machine):
+def browser(tmp_path):
     require_browser()
     opened = Browser(tmp_path)
     yield opened
