@@ -4,12 +4,14 @@ Everything here uses the real libraries (OpenCV, HDF5, Keras, DVC); nothing is m
 """
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -180,9 +182,35 @@ def command_failed(command: list[str], returncode: int, stdout: str, stderr: str
     return AssertionError(f"{' '.join(command)} failed ({returncode}):\n{stdout[-4000:]}\n{stderr[-4000:]}")
 
 
+EMPTY_REPOSITORY: dict[str, Path] = {}            # "root": the one `empty_repository` made
+EMPTY_REPOSITORY_LOCK = threading.Lock()          # the background runs make workspaces on threads
+
+
+def empty_repository() -> Path:
+    """A git + DVC repository with nothing committed, made once per process; `make_workspace` copies it.
+
+    `dvc init` and `dvc config` are two Python processes, about 1.5 s of CPU; made afresh for every
+    workspace, that was tens of seconds of CPU a session (the app tests alone make about twenty).
+    """
+    with EMPTY_REPOSITORY_LOCK:
+        if "root" not in EMPTY_REPOSITORY:
+            folder = Path(tempfile.mkdtemp(prefix="signlang-empty-repository-"))
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+            root = folder / "repo"
+            root.mkdir()
+            run(["git", "init", "-q"], root)
+            run(["git", "config", "user.email", "ci@example.invalid"], root)
+            run(["git", "config", "user.name", "ci"], root)
+            run([sys.executable, "-m", "dvc", "init", "-q"], root)
+            run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
+            EMPTY_REPOSITORY["root"] = root
+        return EMPTY_REPOSITORY["root"]
+
+
 def make_workspace(root: Path, changes: dict | None = TINY_PARAMS) -> Path:
     """A copy of the pipeline (code, dvc.yaml, params with `changes`) in its own git + DVC repository at `root`."""
-    root.mkdir(parents=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(empty_repository(), root, symlinks=True)     # fails, as mkdir did, if `root` exists
     shutil.copytree(REPO_ROOT / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
     params = deep_update(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), changes or {})
@@ -191,11 +219,6 @@ def make_workspace(root: Path, changes: dict | None = TINY_PARAMS) -> Path:
     for folder in ("data", "data/weights", "features", "models", "reports"):
         (root / folder).mkdir()
         (root / folder / ".gitkeep").touch()
-    run(["git", "init", "-q"], root)
-    run(["git", "config", "user.email", "ci@example.invalid"], root)
-    run(["git", "config", "user.name", "ci"], root)
-    run([sys.executable, "-m", "dvc", "init", "-q"], root)
-    run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "tiny pipeline"], root)
     return root
