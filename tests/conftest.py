@@ -190,7 +190,7 @@ def empty_repository() -> Path:
     """A git + DVC repository with nothing committed, made once per process; `make_workspace` copies it.
 
     `dvc init` and `dvc config` are two Python processes, about 1.5 s of CPU; made afresh for every
-    workspace, that was tens of seconds of CPU a session (the app tests alone make about twenty).
+    workspace, that was tens of seconds of CPU a session (the app tests alone make sixteen).
     """
     with EMPTY_REPOSITORY_LOCK:
         if "root" not in EMPTY_REPOSITORY:
@@ -234,7 +234,7 @@ DVC = [sys.executable, "-m", "dvc"]
 FIRST_REPRO_LOG = "first_repro.log"      # beside the trained workspace: what its first `dvc repro` printed
 EXPERIMENT_LOG = "exp_run.log"           # beside an experiment's workspace: what its `dvc exp run` printed
 # Each run's session gets the lowest priority, through `nice` and, where the kernel groups processes
-# by session (autogroup, on by default: then `nice` only ranks processes within one session), through
+# by session (autogroup, on in this machine's kernel: then `nice` ranks processes only within one session), through
 # /proc/<pid>/autogroup as well. Measured here: two niced busy loops in their own sessions took 66 % of
 # the two cores from two un-niced ones, 4 % once their autogroup was niced too.
 BACKGROUND_NICENESS = 19
