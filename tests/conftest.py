@@ -201,8 +201,8 @@ def empty_repository() -> Path:
             run(["git", "init", "-q"], root)
             run(["git", "config", "user.email", "ci@example.invalid"], root)
             run(["git", "config", "user.name", "ci"], root)
-            run([sys.executable, "-m", "dvc", "init", "-q"], root)
-            run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root)
+            run(DVC + ["init", "-q"], root)
+            run(DVC + ["config", "core.analytics", "false"], root)
             EMPTY_REPOSITORY["root"] = root
         return EMPTY_REPOSITORY["root"]
 
@@ -234,9 +234,9 @@ DVC = [sys.executable, "-m", "dvc"]
 FIRST_REPRO_LOG = "first_repro.log"      # beside the trained workspace: what its first `dvc repro` printed
 EXPERIMENT_LOG = "exp_run.log"           # beside an experiment's workspace: what its `dvc exp run` printed
 # Each run's session gets the lowest priority, through `nice` and, where the kernel groups processes
-# by session (autogroup, on in this machine's kernel: then `nice` ranks processes only within one session), through
-# /proc/<pid>/autogroup as well. Measured here: two niced busy loops in their own sessions took 66 % of
-# the two cores from two un-niced ones, 4 % once their autogroup was niced too.
+# by session (autogroup, on in this machine's kernel: then `nice` ranks processes only within one
+# session), through /proc/<pid>/autogroup as well. Measured here: two niced busy loops in their own
+# sessions took 66 % of the two cores from two un-niced ones, 4 % once their autogroup was niced too.
 BACKGROUND_NICENESS = 19
 PIPELINE_SECONDS = 3600                   # the longest a session's pipeline may take (the default one, on a busy CPU)
 
