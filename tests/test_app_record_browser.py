@@ -12,9 +12,10 @@ fake camera plays a built-in clip in a loop: a sign (`wave`, `clap`,
 then fourteen by the other (one person in front of the camera at a time, as in
 a room; the loop outlasts the eight clips of a sign, so no clip repeats a
 take however fast or slow the machine records). One camera file per browser
-launch, so the test relaunches the browser for each. On the Record page it types the sign, then a signer's name,
-and presses Record and Keep four times for each of two signer names (`ana`,
-`ben`): eight clips per sign; one clip more is played back and discarded. On the Train page it presses "Train on my
+launch, so the test relaunches the browser for each. On the Record page it
+types the sign, then a signer's name, and presses Record and Keep four times
+for each of two signer names (`ana`, `ben`): eight clips per sign; one clip
+more is played back and discarded. On the Train page it presses "Train on my
 recordings" with test-sized params passed the way a user passes them:
 params.yaml `record.train_overrides` (windows of 8 frames at 5 frames/s, a
 small head; frames at the default 224 px, MobileNetV2's own size), which the
