@@ -74,6 +74,12 @@ class AppSettings:
     def default_model(self) -> Path:
         return self.path("model")
 
+    def spotting_for(self, bundle):
+        """A model's spotting settings (a SpottingSettings): its own, calibrated on its validation clips by the
+        calibrate stage and kept beside it, else params.yaml's `spotting:` (stages.lib.streaming.model_spotting)."""
+        from stages.lib.streaming import SpottingSettings, model_spotting  # numpy and OpenCV only when needed
+        return model_spotting(bundle, SpottingSettings.from_params(self.params["spotting"]))
+
     @property
     def max_upload_mb(self) -> int:
         return int(self.app_setting("max_upload_mb"))

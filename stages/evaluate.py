@@ -1,7 +1,7 @@
 """Stage `evaluate`: clip metrics on the held-out split, and sign spotting on continuous streams.
 
 Usage:
-    python -m stages.evaluate          # reads params.yaml: evaluate, spotting
+    python -m stages.evaluate          # reads params.yaml: evaluate (spotting: the model's calibrated settings)
 
 Clips. Each validation and test clip is classified on its centred window
 (stages/lib/windows.py; or the mean of `evaluate.windows` windows spread
@@ -14,7 +14,8 @@ Streams. Every validation and test stream (`paths.streams`, written by the
 generate stage with its ground truth) is fed frame by frame, with its own
 timestamps, through the live path (StreamingRecognizer, the code behind the
 Live page and `--mode signs`), and its per-step probabilities through the
-SignSpotter with the `spotting` params. Reported: the sign error rate (edit
+SignSpotter with the model's spotting settings (params.yaml's `spotting`, with the
+threshold the calibrate stage kept for this model: `<model>.spotting.json`). Reported: the sign error rate (edit
 distance between emitted and true sign sequences over the number of true
 signs), false signs per minute on idle-only streams, and latency from a
 sign's true end to its emission. The embeddings of the frames the live path
@@ -25,7 +26,7 @@ changed only the head replays them through the same ring buffer and head
 instead of decoding and embedding every stream again. On validation streams only, a grid of
 spotting settings is scored into `paths.spotting_validation`, the table the
 spotting defaults were chosen from; the test streams are scored with the
-params as they are.
+model's settings as they are.
 
 Writes `paths.metrics` (validation, then test, then the rest), `paths.per_class`
 (served model, test), `paths.confusion_png`, `paths.predictions` (drawn by
@@ -41,7 +42,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers and in CI
@@ -51,15 +51,21 @@ import pandas as pd
 import seaborn as sns
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from stages.lib.embeddings import SplitClips, load_split
+from stages.lib.embeddings import (
+    SplitClips,
+    load_split,
+    served_clip_embeddings,
+    served_uses_the_cached_embeddings,
+)
 from stages.lib.models import load_model
 from stages.lib.params import load_params
 from stages.lib.served import ServedBundle, load_bundle
-from stages.lib.storage import atomic_path, clip_slice, read_attributes, read_clip_table, read_offsets, write_json
+from stages.lib.storage import atomic_path, read_attributes, write_json
 from stages.lib.stream_scoring import TrueSign, score_stream, summarise_streams
 from stages.lib.streaming import (
     SpottingSettings,
     TakenFrames,
+    model_spotting,
     replay_stream_steps,
     spot_signs,
     take_path_code_digest,
@@ -169,32 +175,12 @@ def head_probabilities(head, split: SplitClips, seq_len: int, windows: int, reac
     return outputs.reshape(len(split), -1, outputs.shape[-1]).mean(axis=1)
 
 
-def served_uses_the_cached_embeddings(bundle: ServedBundle, embeddings_attributes: dict) -> bool:
-    """True when the served encoder is the very TFLite file that computed the cached embeddings.
-
-    The assemble stage copies extract's converted encoder unless fine-tuning
-    changed it; then embedding the frames again would only recompute the cache.
-    Keypoints: the bundle holds the same two pinned models that extract ran.
-    """
-    return (not bundle.card["finetuned"] and embeddings_attributes["engine"] in ("tflite", "keypoints")
-            and embeddings_attributes["weights_source"] == bundle.card["weights_source"])
-
-
 def served_probabilities(bundle: ServedBundle, split: SplitClips, frames_path: str, reuse_embeddings: bool,
                          windows: int, reach: float) -> np.ndarray:
     """The served model's TFLite encoder + head on each clip's window(s): (clips, classes)."""
-    table = read_clip_table(frames_path)
-    offsets = read_offsets(frames_path)
-    row_of = {path: row for row, path in enumerate(table["paths"])}
-    outputs = []
-    with h5py.File(frames_path, "r") as handle:
-        for clip_embeddings, path in zip(split.clips, split.paths):
-            if reuse_embeddings:
-                embeddings = clip_embeddings                                        # (frames, 1280)
-            else:
-                embeddings = bundle.frame_engine.embed(handle["frames"][clip_slice(offsets, row_of[path])])
-            outputs.append(np.mean([bundle.head_engine.run(embeddings[window][None])[0] for window in
-                                    clip_windows(len(embeddings), bundle.seq_len, windows, reach)], axis=0))
+    outputs = [np.mean([bundle.head_engine.run(embeddings[window][None])[0] for window in
+                        clip_windows(len(embeddings), bundle.seq_len, windows, reach)], axis=0)
+               for embeddings in served_clip_embeddings(bundle, split, frames_path, reuse_embeddings)]
     return np.stack(outputs) if outputs else np.zeros((0, len(bundle.labels)), np.float32)
 
 
@@ -335,8 +321,10 @@ def plot_stream_timeline(bundle: ServedBundle, stream: RecordedStream, settings:
 def main() -> None:
     params = load_params()
     paths, settings = params["paths"], params["evaluate"]
-    spotting = SpottingSettings.from_params(params["spotting"])
     bundle = load_bundle(paths["model"])
+    if bundle.spotting_record is None:
+        raise SystemExit(f"{paths['spotting_calibration']} not found: run `dvc repro calibrate` first")
+    spotting = model_spotting(bundle, SpottingSettings())     # the calibrated settings, as Live and the CLI use
     classes, top_k = bundle.labels, settings["top_k"]
     windows, reach = settings["windows"], settings["window_reach"]
     embeddings_attributes = read_attributes(paths["embeddings"])
@@ -372,7 +360,8 @@ def main() -> None:
         # With fine-tuning off the two are the same function: this should be ~1e-5 (TFLite vs Keras head).
         "served_vs_head_max_abs_diff": float(np.abs(served["test"] - head_figures["test"]).max()),
         "spotting": {"threshold": spotting.threshold, "min_hold_seconds": spotting.min_hold_seconds,
-                     "smoothing_steps": spotting.smoothing_steps, "release_seconds": spotting.release_seconds},
+                     "smoothing_steps": spotting.smoothing_steps, "release_seconds": spotting.release_seconds,
+                     "threshold_in_params": bundle.spotting_record["calibration"]["threshold_in_params"]},
         **refusal_counts(paths["manifest"]),
     }
     write_json(paths["metrics"], metrics)

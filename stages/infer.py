@@ -11,8 +11,9 @@ Usage:
 rule, so the CLI refuses what the pipeline refuses) and classifies its
 centred window with the full graph. `--mode signs` and `--webcam` push every
 frame through the live path (stages/lib/streaming.py: frames at the training
-rate, ring buffer, head) and its sign spotter, with the `spotting` settings
-of params.yaml (or the flags); the no-sign state is never listed. `--mode
+rate, ring buffer, head) and its sign spotter, with the model's spotting
+settings (params.yaml's, with the threshold the calibrate stage kept for it; the
+flags override them); the no-sign state is never listed. `--mode
 stream` reports the live path's last prediction, what the webcam demo would
 show at the end of the clip. With --json, the last line printed is one JSON object.
 """
@@ -22,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -30,13 +32,13 @@ import numpy as np
 from stages.lib.overlay import draw_prediction_band
 from stages.lib.params import ParamsError, load_params
 from stages.lib.served import Prediction, ServedBundle, load_bundle, predict_video
-from stages.lib.streaming import SignSpotter, SpottedSign, SpottingSettings, StreamingRecognizer
+from stages.lib.streaming import SignSpotter, SpottedSign, SpottingSettings, StreamingRecognizer, model_spotting
 from stages.lib.video import ClipRefused, iterate_video_frames
 
 WINDOW_NAME = "sign recognition (q to quit)"
 
 
-def default_spotting() -> SpottingSettings:
+def params_spotting() -> SpottingSettings:
     """params.yaml's `spotting:` section when run in the repository; the library defaults elsewhere."""
     try:
         return SpottingSettings.from_params(load_params()["spotting"])
@@ -45,7 +47,6 @@ def default_spotting() -> SpottingSettings:
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
-    spotting = default_spotting()
     parser = argparse.ArgumentParser(description="Recognise signs in a video file or a live webcam.")
     parser.add_argument("video", nargs="?", help="video file")
     parser.add_argument("--model", default="models/model.keras", help="served model (its card sits beside it)")
@@ -53,13 +54,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--webcam", nargs="?", type=int, const=0, metavar="INDEX", help="live camera index")
-    parser.add_argument("--threshold", type=float, default=spotting.threshold,
-                        help="spotting: probability a sign must reach")
-    parser.add_argument("--min-hold", type=float, default=spotting.min_hold_seconds,
-                        help="spotting: seconds a sign must hold before it is emitted")
-    parser.add_argument("--smoothing", type=int, default=spotting.smoothing_steps,
-                        help="spotting: model steps averaged")
-    parser.add_argument("--release", type=float, default=spotting.release_seconds,
+    # Unset flags keep the model's own settings (its <name>.spotting.json, calibrated), else params.yaml's.
+    parser.add_argument("--threshold", type=float, help="spotting: probability a sign must reach "
+                        "(default: the model's calibrated threshold)")
+    parser.add_argument("--min-hold", type=float, help="spotting: seconds a sign must hold before it is emitted")
+    parser.add_argument("--smoothing", type=int, help="spotting: model steps averaged")
+    parser.add_argument("--release", type=float,
                         help="spotting: seconds without a sign before the same sign may be emitted again")
     arguments = parser.parse_args(argv)
     if (arguments.video is None) == (arguments.webcam is None):
@@ -67,8 +67,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return arguments
 
 
-def spotting_settings(arguments: argparse.Namespace) -> SpottingSettings:
-    return SpottingSettings(arguments.threshold, arguments.min_hold, arguments.smoothing, arguments.release)
+def spotting_settings(bundle: ServedBundle, arguments: argparse.Namespace) -> SpottingSettings:
+    """The model's spotting settings (stages.lib.streaming.model_spotting), with the flags given on top."""
+    settings = model_spotting(bundle, params_spotting())
+    given = {"threshold": arguments.threshold, "min_hold_seconds": arguments.min_hold,
+             "smoothing_steps": arguments.smoothing, "release_seconds": arguments.release}
+    return replace(settings, **{name: value for name, value in given.items() if value is not None})
 
 
 def make_spotter(bundle: ServedBundle, settings: SpottingSettings) -> SignSpotter:
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         bundle = load_bundle(arguments.model)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(str(error)) from None
-    settings = spotting_settings(arguments)
+    settings = spotting_settings(bundle, arguments)
     if arguments.webcam is not None:
         run_webcam(bundle, arguments.webcam, settings, arguments.top_k)
         return

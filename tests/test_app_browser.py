@@ -295,14 +295,13 @@ def screenshot_results_page(driver, url: str) -> None:
 
 def signs_the_live_path_gets_right(root: Path, stream: Path, truth: list[str]) -> list[str]:
     """The true signs, in order, that the library's live path emits in their place on this file, offline."""
-    import yaml
-
     from stages.infer import spot_video_file
     from stages.lib.served import load_bundle
     from stages.lib.stream_scoring import align
-    from stages.lib.streaming import SpottingSettings
-    spotting = SpottingSettings.from_params(yaml.safe_load((root / "params.yaml").read_text())["spotting"])
-    emitted = [sign.sign for sign in spot_video_file(load_bundle(root / "models/model.keras"), str(stream), spotting)]
+    from stages.lib.streaming import SpottingSettings, model_spotting
+    bundle = load_bundle(root / "models/model.keras")
+    spotting = model_spotting(bundle, SpottingSettings())      # what the Live page starts with: the calibrated
+    emitted = [sign.sign for sign in spot_video_file(bundle, str(stream), spotting)]
     _, matches = align(emitted, truth)
     return [truth[true_index] for _, true_index in matches]
 

@@ -23,14 +23,18 @@ page prefills as its extra `-S` settings. When the run has finished it
 relaunches the browser with held-out takes (two repetitions of `clap` by one
 drawn signer, then two by the other, that the camera never played while
 recording), makes the new model the one Live uses with one click on the
-Model page, goes to Live, sets the confidence threshold slider to 0.6 (a
-user's setting for a model of 32 clips) and waits until the sentence names
-`clap`.
+Model page, goes to Live, checks that the confidence threshold slider starts
+at the threshold the calibrate stage kept for this model (from its own
+validation clips; params.yaml's 0.9 suits the default model), lowers it to
+0.6 when it starts higher (as a user would whose sign is not named: a model of
+32 clips can be surer of its validation clips than of new takes), and waits
+until the sentence names `clap`.
 
 Needs Chromium and chromedriver, like tests/test_app_browser.py (skipped without them unless CI is set).
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -84,9 +88,9 @@ CAMERA_ON_SECONDS = 20                    # after START; then START once more
 CLIP_SECONDS = 20                         # Record pressed -> the clip saved and shown
 RUN_SECONDS = 420                         # the pipeline on the recordings, on two busy cores
 LIVE_SECONDS = 60
-# The Live page's threshold slider, set as a user sets it for a model of their 32 clips: the default 0.9 was
-# chosen for the default model on the built-in validation streams, and a model of 32 clips gave held-out
-# takes of `clap` 0.6-0.8 at best, its top sign in many windows but never in the sentence (two failures).
+# A model of 32 clips can be surer of its validation clips (other takes by the same two people) than of
+# the held-out takes: one stayed at 0.6-0.8 on held-out `clap`, under the 0.9 it kept (stop 24). Then the
+# test lowers the slider to this, as a user would whose sign the page does not name.
 LIVE_THRESHOLD = 0.6
 STATUS_SELECTOR = ".st-key-record_status"
 
@@ -333,7 +337,13 @@ def test_record_train_and_recognise_your_own_signs(tmp_path, app_server, browser
     assert wait_until(lambda: "models/recordings/rec-" in selected_model(driver), 30), selected_model(driver)
     navigate(driver, "Live")                       # in the same browser session: the choice holds
     start_camera(driver, lambda: frames_arrived(driver))
-    set_slider(driver, "Confidence threshold", LIVE_THRESHOLD)
+    # The slider starts at the threshold the calibrate stage kept for this model, not params.yaml's 0.9.
+    calibrated = json.loads(next((root / "models/recordings").glob("rec-*/model.spotting.json")).read_text())
+    print(f"\ncalibrated spotting threshold {calibrated['settings']['threshold']}: "
+          f"{calibrated['calibration']['reason']}")
+    assert slider_value(driver, "Confidence threshold") == pytest.approx(calibrated["settings"]["threshold"])
+    if calibrated["settings"]["threshold"] > LIVE_THRESHOLD:
+        set_slider(driver, "Confidence threshold", LIVE_THRESHOLD)
     named = wait_until(lambda: HELD_OUT_SIGN in sentence_signs(driver), LIVE_SECONDS)
     assert named, f"the Live page never named {HELD_OUT_SIGN}: sentence {sentence_signs(driver)}, " \
                   f"now {top3_text(driver)!r}\n{log_path.read_text()[-2000:]}"
@@ -342,17 +352,23 @@ def test_record_train_and_recognise_your_own_signs(tmp_path, app_server, browser
           + ", ".join(f"{name} {seconds:.0f}" for name, seconds in timings.items()))
 
 
+def slider_value(driver, label: str) -> float:
+    """The value of the page slider labelled `label` (its range input's)."""
+    inputs = elements(driver, f"[data-testid='stSlider'] input[type='range'][aria-label='{label}']")
+    assert inputs, f"no slider {label!r}: {page_text(driver)[-1500:]}"
+    return float(inputs[0].get_attribute("value"))
+
+
 def set_slider(driver, label: str, value: float, presses: int = 40) -> None:
     """Move the page slider labelled `label` to `value` with the arrow keys, as a user at the keyboard
     (the slider's range input is focused, then the keys go to it)."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
     for _ in range(presses):
-        inputs = elements(driver, f"[data-testid='stSlider'] input[type='range'][aria-label='{label}']")
-        assert inputs, f"no slider {label!r}: {page_text(driver)[-1500:]}"
-        now = float(inputs[0].get_attribute("value"))
+        now = slider_value(driver, label)
         if abs(now - value) < 1e-6:
             return
+        inputs = elements(driver, f"[data-testid='stSlider'] input[type='range'][aria-label='{label}']")
         driver.execute_script("arguments[0].focus();", inputs[0])
         ActionChains(driver).send_keys(Keys.ARROW_LEFT if now > value else Keys.ARROW_RIGHT).perform()
         time.sleep(0.3)                                        # the rerun that follows

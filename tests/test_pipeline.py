@@ -29,7 +29,8 @@ from tests.conftest import (
 REQUIRED_METRICS = {"val_accuracy", "test_accuracy", "test_top3_accuracy", "test_macro_f1", "num_classes",
                     "num_classes_in_test", "num_test_clips", "backbone_weights", "stream_sign_error_rate",
                     "stream_false_signs_per_minute", "stream_latency_seconds_median"}
-EVERY_STAGE = {"generate", "sample", "extract", "train", "finetune", "assemble", "export", "evaluate", "benchmark"}
+EVERY_STAGE = {"generate", "sample", "extract", "train", "finetune", "assemble", "export", "calibrate", "evaluate",
+               "benchmark"}
 
 
 def stages_run(dvc_output: str) -> set[str]:
@@ -74,7 +75,7 @@ def test_a_train_experiment_reruns_train_and_after_never_sample_extract_or_bench
     root = experiment
     baseline = json.loads((root / "reports/metrics.json").read_text())
     result = run(DVC + ["exp", "run", "-S", "train.learning_rate=0.01"], root)
-    assert stages_run(result.stdout) == {"train", "finetune", "assemble", "export", "evaluate"}
+    assert stages_run(result.stdout) == {"train", "finetune", "assemble", "export", "calibrate", "evaluate"}
     assert_status_clean(root)
 
     # The baseline's metrics come from the commit (so they must be in git), the new ones from the workspace.
@@ -96,7 +97,8 @@ def test_a_keypoint_backbone_experiment_serves_keypoints_on_every_path(keypoint_
     from stages.lib.streaming import StreamingRecognizer
     root = keypoint_workspace
     experiment_output = (root.parent / EXPERIMENT_LOG).read_text()
-    assert stages_run(experiment_output) == {"extract", "train", "finetune", "assemble", "export", "evaluate"}
+    assert stages_run(experiment_output) == {"extract", "train", "finetune", "assemble", "export", "calibrate",
+                                             "evaluate"}
     assert_status_clean(root)
     with h5py.File(root / "features/embeddings.h5", "r") as embeddings, h5py.File(root / "data/frames.h5") as frames:
         assert embeddings["embeddings"].shape == (frames["frames"].shape[0], KEYPOINT_FEATURES)
@@ -129,10 +131,15 @@ def test_finetune_params_unused_while_it_is_off_rerun_only_its_status(experiment
     assert_status_clean(experiment)
 
 
-def test_retuning_spotting_reruns_only_evaluate(experiment):
+def test_retuning_spotting_reruns_only_calibrate_and_evaluate(experiment):
     result = run(DVC + ["exp", "run", "-S", "spotting.threshold=0.7"], experiment)
-    assert stages_run(result.stdout) == {"evaluate"}
+    assert stages_run(result.stdout) == {"calibrate", "evaluate"}
     assert_status_clean(experiment)
+    # The model's settings start from the new threshold, and evaluate scored the streams with them.
+    record = json.loads((experiment / "models/model.spotting.json").read_text())
+    assert record["calibration"]["threshold_in_params"] == 0.7 and record["settings"]["threshold"] <= 0.7
+    metrics = json.loads((experiment / "reports/metrics.json").read_text())
+    assert metrics["spotting"]["threshold"] == record["settings"]["threshold"]
     # The encoder did not change: every stream is replayed from its kept embeddings, not embedded again.
     streams = len(pd.read_csv(experiment / "data/streams/index.csv"))
     assert streams == 4 and f"streams: {streams} through the live path, {streams} of them replayed" in result.stdout
@@ -141,20 +148,28 @@ def test_retuning_spotting_reruns_only_evaluate(experiment):
 def test_a_finetune_experiment_leaves_dvc_status_clean(finetuned_workspace):
     root = finetuned_workspace
     assert stages_run((root.parent / EXPERIMENT_LOG).read_text()) == {"finetune", "assemble", "export",
-                                                                                "evaluate"}
+                                                                                "calibrate", "evaluate"}
     assert_status_clean(root)
     assert stages_run(run(DVC + ["repro"], root).stdout) == set()
     card = json.loads((root / "models/model.json").read_text())
     assert card["finetuned"] is True
+    # Calibrated on what the tuned encoder makes of the validation frames, not on the cached embeddings.
+    assert "embedded again" in (root.parent / EXPERIMENT_LOG).read_text()
     assert list((root / "reports/tensorboard/finetune").rglob("*tfevents*"))      # its own out, not train's
 
 
 # --- dvc.yaml itself --------------------------------------------------------------------------------
 
 def imported_modules(path: Path) -> set[Path]:
-    """The project's modules a file imports (at any depth in the file), as paths."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    """The project's modules a file imports (at any depth in the file), as paths; not those under
+    `if TYPE_CHECKING:`, which only type checkers import."""
+    found, tree = set(), ast.parse(path.read_text())
+    type_only = {id(inner) for node in ast.walk(tree)
+                 if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+                 for statement in node.body for inner in ast.walk(statement)}
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         names = []
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages"):
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]

@@ -142,10 +142,12 @@ def test_a_copied_bundle_is_whole_found_and_carries_its_additions(tmp_path):
     for index, name in enumerate(files.values()):
         (models / name).write_bytes(bytes([index]) * 10)
     (models / "model.json").write_text(json.dumps({"kind": CARD_KIND, "labels": ["a", "b"], "files": files}))
+    (models / "model.spotting.json").write_text('{"settings": {"threshold": 0.65}}')   # the calibrate stage's
 
     copied = copy_bundle(models / "model.keras", models / "recordings" / "rec-1", {"metrics": {"test_accuracy": 0.5}})
     assert copied == models / "recordings/rec-1/model.keras"
-    assert all((copied.parent / name).read_bytes() == (models / name).read_bytes() for name in files.values())
+    assert all((copied.parent / name).read_bytes() == (models / name).read_bytes()
+               for name in [*files.values(), "model.spotting.json"])
     card = json.loads((copied.parent / "model.json").read_text())
     assert card["metrics"] == {"test_accuracy": 0.5} and card["labels"] == ["a", "b"]
     assert find_bundles(models) == [models / "model.keras", copied]

@@ -55,7 +55,7 @@ Epoch 2/30
 4/4 - 0s - 53ms/step - accuracy: 0.5410 - loss: 1.3072 - val_accuracy: 0.2222 - val_loss: 1.3746
 Epoch 3/30
 """
-PLANNED = ["generate", "sample", "extract", "train", "finetune", "assemble", "evaluate"]
+PLANNED = ["generate", "sample", "extract", "train", "finetune", "assemble", "calibrate", "evaluate"]
 
 SAMPLE_FAILED_LOG = """\
 Running stage 'sample':
@@ -95,7 +95,7 @@ def test_progress_names_the_stage_running_and_the_epoch_within_train():
     progress = read_progress(SUCCESSFUL_LOG, PLANNED)
     assert progress.stages == [("generate", "skipped"), ("sample", "done"), ("extract", "done"),
                                ("train", "running"), ("finetune", "waiting"), ("assemble", "waiting"),
-                               ("evaluate", "waiting")]
+                               ("calibrate", "waiting"), ("evaluate", "waiting")]
     assert (progress.current, progress.epoch, progress.epochs) == ("train", 3, 30)
     finished = read_progress(SUCCESSFUL_LOG + "Updating lock file 'dvc.lock'\n\nRan experiment(s): rec-1\n", PLANNED)
     assert finished.current is None and ("train", "done") in finished.stages

@@ -17,7 +17,6 @@ import streamlit as st
 from app.recognition import recognise_video_file
 from app.settings import AppSettings, load_settings
 from app.state import SharedModel, current_model
-from stages.lib.streaming import SpottingSettings
 from stages.lib.video import ClipRefused, Sampling, sample_clip
 
 RESULTS_KEY = "gallery_results"       # st.session_state: {(model, clip path): Recognition}, kept across reruns
@@ -48,7 +47,7 @@ def thumbnail(clip_path: str, modified_ns: int):
 
 def recognise(shared: SharedModel, settings: AppSettings, clip_path: Path) -> None:
     st.session_state.setdefault(RESULTS_KEY, {})[result_key(shared, clip_path)] = recognise_video_file(
-        shared, clip_path, top_k=settings.top_k, spotting=SpottingSettings.from_params(settings.params["spotting"]))
+        shared, clip_path, top_k=settings.top_k, spotting=settings.spotting_for(shared.bundle))
 
 
 def result_key(shared: SharedModel, clip_path: Path) -> tuple[str, str]:

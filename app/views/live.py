@@ -27,7 +27,6 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 from app.live_session import LiveSession, LiveSnapshot, draw_overlay
 from app.settings import RTC_SECRETS_KEY, AppSettings, load_settings, rtc_configuration
 from app.state import SharedModel, current_model
-from stages.lib.streaming import SpottingSettings
 
 LOGGER = logging.getLogger(__name__)
 LIVE_SESSION_KEY = "live_session"      # st.session_state: this browser session's LiveSession
@@ -87,7 +86,7 @@ def session_for_model(shared: SharedModel, settings: AppSettings) -> LiveSession
     """This browser session's LiveSession, new when the model changed (one recognizer per session)."""
     live_session = st.session_state.get(LIVE_SESSION_KEY)
     if live_session is None or live_session.shared_model is not shared:
-        live_session = LiveSession(shared, SpottingSettings.from_params(settings.params["spotting"]),
+        live_session = LiveSession(shared, settings.spotting_for(shared.bundle),
                                    top_k=settings.top_k, sentence_length=settings.app_setting("sentence_length"))
         st.session_state[LIVE_SESSION_KEY] = live_session
     return live_session
@@ -100,6 +99,16 @@ def model_caption(bundle, configuration_source: str) -> str:
     return (f"{len(bundle.labels)} classes ({no_sign}) · windows of {bundle.seq_len} frames at "
             f"{bundle.sample_fps:g} frames/s (≈{bundle.window_seconds:.1f} s of signing per prediction) · "
             f"WebRTC: {configuration_source}")
+
+
+def threshold_origin(bundle) -> str:
+    """Where the slider's starting threshold came from, in a sentence (the calibrate stage's reason)."""
+    record = bundle.spotting_record
+    if record is None:
+        return "It starts at params.yaml's `spotting.threshold` (this model has no calibrated one)."
+    calibration = record["calibration"]
+    return (f"It starts at {record['settings']['threshold']:g}, calibrated on this model's "
+            f"{calibration['validation_sign_clips']} validation sign clips: {calibration['reason']}.")
 
 
 def top3_markdown(snapshot: LiveSnapshot) -> str:
@@ -146,15 +155,17 @@ def render() -> None:
         configuration, configuration_source = {"iceServers": []}, "default after an error"
     live_session = session_for_model(shared, settings)
 
-    spotting = settings.params["spotting"]
+    spotting = settings.spotting_for(shared.bundle)       # the model's own (calibrated), else params.yaml's
     smoothing_column, threshold_column, clear_column, reset_column = st.columns([2, 2, 1, 1],
                                                                                 vertical_alignment="bottom")
     smoothing_steps = smoothing_column.slider(
-        "Smoothing (model steps averaged)", 1, MAX_SMOOTHING_STEPS, int(spotting["smoothing_steps"]),
+        "Smoothing (model steps averaged)", 1, MAX_SMOOTHING_STEPS, spotting.smoothing_steps,
         help="Average the probabilities over this many recent model steps: steadier, but slower to change.")
+    # The key holds the model, so another model's slider starts at that model's own threshold.
     threshold = threshold_column.slider(
-        "Confidence threshold", 0.0, 1.0, float(spotting["threshold"]), 0.05,
-        help="A sign must reach this smoothed probability, and hold it, before it joins the sentence.")
+        "Confidence threshold", 0.0, 1.0, spotting.threshold, 0.05, key=f"threshold:{shared.bundle.model_path}",
+        help="A sign must reach this smoothed probability, and hold it, before it joins the sentence. "
+             + threshold_origin(shared.bundle))
     live_session.update_settings(smoothing_steps, threshold)
     if clear_column.button("Clear", help="Empty the sentence."):
         live_session.clear_sentence()

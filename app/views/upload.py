@@ -18,7 +18,6 @@ import streamlit as st
 from app.recognition import ENGINES, Recognition, accepted_extensions, recognise_video_bytes, upload_problem
 from app.settings import load_settings
 from app.state import current_model
-from stages.lib.streaming import SpottingSettings
 
 FRAME_THUMBNAIL_PIXELS = 96
 
@@ -75,7 +74,7 @@ def render() -> None:
     data = uploaded.getvalue()
     with st.spinner("Recognising…"):
         recognition = recognise_video_bytes(shared, uploaded.name, data, top_k=settings.top_k,
-                                            spotting=SpottingSettings.from_params(settings.params["spotting"]),
+                                            spotting=settings.spotting_for(shared.bundle),
                                             fast=ENGINES[engine])
     if recognition.prediction is None:
         st.error(recognition.problem)

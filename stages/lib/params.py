@@ -197,6 +197,9 @@ def validate_spotting(spotting: dict) -> None:
     require_number(spotting, "spotting", "min_hold_seconds", minimum=0.0, maximum=10.0)
     require_int(spotting, "spotting", "smoothing_steps", minimum=1, maximum=10)   # the Live page's slider range
     require_number(spotting, "spotting", "release_seconds", minimum=0.0, maximum=10.0)
+    if not isinstance(require_present(spotting, "spotting", "calibrate"), bool):         # the calibrate stage
+        raise ParamsError(f"spotting.calibrate is {spotting['calibrate']!r}; it must be true or false")
+    require_number(spotting, "spotting", "lowest_threshold", minimum=0.0, maximum=1.0)
 
 
 def validate_app(app: dict) -> None:

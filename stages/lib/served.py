@@ -11,6 +11,8 @@ Files of a bundle, all next to `<name>.keras` (written by the assemble stage,
 named in params.yaml `paths`, and listed by the card under "files"):
     <name>.keras                 full graph: (batch, seq_len, H, W, 3) uint8 RGB -> (batch, classes)
     <name>.json                  the card: labels, no-sign class, window, sampling rule, params, files
+    <name>.spotting.json         the spotting settings calibrated on this model's validation clips
+                                 (the calibrate stage; optional: without it, callers use params.yaml's)
     frame_encoder_tflite         the graph's per-frame part, batch 1 (live path)
     head_tflite                  the graph's head, batch 1 (live path)
 
@@ -83,6 +85,11 @@ def card_path_for(model_path: Path) -> Path:
     return model_path.with_suffix(".json")
 
 
+def spotting_path_for(model_path: str | Path) -> Path:
+    """Where a model's calibrated spotting settings sit: beside it, `<name>.spotting.json`."""
+    return Path(model_path).with_suffix(".spotting.json")
+
+
 def find_bundles(models_dir: str | Path) -> list[Path]:
     """Every served model under `models_dir` (a .keras file with a full-graph card beside it)."""
     found = []
@@ -114,6 +121,8 @@ def copy_bundle(model_path: str | Path, target_dir: str | Path, card_updates: di
             if relative != model_path.name:
                 (partial / relative).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(model_path.with_name(relative), partial / relative)
+        if spotting_path_for(model_path).exists():        # written after the card, so not in its files
+            shutil.copy2(spotting_path_for(model_path), partial / spotting_path_for(model_path).name)
         (partial / card_path_for(model_path).name).write_text(json.dumps({**card, **(card_updates or {})}, indent=2))
         os.replace(partial, target_dir)
     finally:
@@ -162,6 +171,13 @@ class ServedBundle:
     @property
     def window_seconds(self) -> float:
         return self.seq_len / self.sample_fps
+
+    @cached_property
+    def spotting_record(self) -> dict | None:
+        """The calibrate stage's record beside the model (settings, and how the threshold was chosen); None
+        for a model without one (assembled by hand, or before calibration existed)."""
+        path = spotting_path_for(self.model_path)
+        return json.loads(path.read_text()) if path.exists() else None
 
     @property
     def uses_keypoints(self) -> bool:

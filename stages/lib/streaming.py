@@ -2,10 +2,11 @@
 
 Usage:
     from stages.lib.served import load_bundle
-    from stages.lib.streaming import SignSpotter, SpottingSettings, StreamingRecognizer
+    from stages.lib.streaming import SignSpotter, SpottingSettings, StreamingRecognizer, model_spotting
     bundle = load_bundle("models/model.keras")
     recognizer = StreamingRecognizer(bundle)
-    spotter = SignSpotter(bundle.labels, bundle.no_sign_label, SpottingSettings(), bundle.window_seconds)
+    spotter = SignSpotter(bundle.labels, bundle.no_sign_label, model_spotting(bundle, SpottingSettings()),
+                          bundle.window_seconds)
     for timestamp, frame_bgr in camera:                 # any rate, e.g. 30 fps
         if recognizer.push_camera_frame(frame_bgr, timestamp) is not None and recognizer.stepped:
             for sign in spotter.update(recognizer.latest_probabilities, timestamp):
@@ -24,7 +25,9 @@ a ring buffer of the last `seq_len`, and the head runs on the buffer. With
 the buffer holding a window's frames, the probabilities equal the full
 graph's on that window (test, <= 1e-4).
 
-SignSpotter turns the per-step probabilities into discrete signs:
+SignSpotter turns the per-step probabilities into discrete signs (with the settings
+`model_spotting` finds beside the model: params.yaml's, with the threshold calibrated
+on the model's own validation clips by the calibrate stage):
 - probabilities are averaged over the last `smoothing_steps` steps;
 - the candidate at a step is the most probable class when it is a sign (not
   the no-sign class) at or above `threshold`; otherwise there is none;
@@ -152,6 +155,14 @@ class SpottingSettings:
     def from_params(cls, spotting: dict) -> SpottingSettings:
         return cls(float(spotting["threshold"]), float(spotting["min_hold_seconds"]),
                    int(spotting["smoothing_steps"]), float(spotting["release_seconds"]))
+
+
+def model_spotting(bundle: ServedBundle, fallback: SpottingSettings) -> SpottingSettings:
+    """The spotting settings a model was calibrated with (its `<name>.spotting.json`, from the calibrate
+    stage: params.yaml's, with the threshold its own validation clips reach); `fallback` (params.yaml's
+    settings, or the library's) for a model without one. The Live page, the CLI and evaluate all start here."""
+    record = bundle.spotting_record
+    return SpottingSettings.from_params(record["settings"]) if record else fallback
 
 
 @dataclass
