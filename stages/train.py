@@ -202,7 +202,8 @@ def main() -> None:
     centre_in_time = centres_in_time(attributes)
     jitter = window_settings(settings)
     train_windows = TrainingWindows(train_split, seq_len, settings["batch_size"], settings["windows_per_clip"],
-                                    jitter, seed, no_sign_index, settings["edge_windows"])
+                                    jitter, seed, no_sign_index, settings["edge_windows"],
+                                    settings.get("no_sign_windows_per_clip"))
     # Validation windows come from base.seed whatever train.seed is: heads of different seeds are compared
     # (and their checkpoints picked) on the very same windows.
     validation = validation_windows(val_split, seq_len, jitter, params["base"]["seed"], no_sign_index)

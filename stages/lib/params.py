@@ -129,6 +129,8 @@ def validate_params(params: dict[str, Any]) -> None:
         require_int(train, "train", "projection_units", minimum=0)
         require_number(train, "train", "position_jitter", minimum=0.0, maximum=0.5)
         require_number(train, "train", "speed_jitter", minimum=0.0, maximum=0.5)
+        if train.get("no_sign_windows_per_clip") is not None:    # null: windows_per_clip
+            require_int(train, "train", "no_sign_windows_per_clip", minimum=1)
         if train.get("seed") is not None:          # null: base.seed
             require_int(train, "train", "seed", minimum=0)
     if "finetune" in params:
