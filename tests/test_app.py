@@ -233,10 +233,40 @@ def test_model_page_offers_the_served_models_and_remembers_the_choice(served):
     assert all(f"`{label}`" in texts(app.markdown) for label in served.labels)
     assert "0.875" in texts(app.dataframe)                      # its test metrics from reports/metrics.json
 
+    assert "Spotting threshold 0.9: params.yaml's (no calibration beside this model)" in texts(app.caption)
+
     choice.select("models/second/model.keras").run()
     assert not app.exception
     assert app.session_state["selected_model"] == str(served.second_model)
     assert app.selectbox[0].value == "models/second/model.keras"
+
+
+def test_a_models_calibrated_threshold_is_the_one_the_app_starts_with(served):
+    """The calibrate stage's record beside a model (here made by its own function from hand-made steps of
+    an unsure model: every sign ranked first at 0.72) sets the threshold the pages start at."""
+    from app.settings import load_settings
+    from stages.calibrate import ClipSteps, calibrate
+    from stages.lib.served import load_bundle, spotting_path_for
+    from stages.lib.storage import write_json
+    bundle = load_bundle(served.second_model)
+    signs = [label for label in bundle.labels if label != bundle.no_sign_label]
+    steps = 24
+    clips = []
+    for sign in signs:
+        probabilities = np.full((steps, len(bundle.labels)), 0.28 / (len(bundle.labels) - 1))
+        probabilities[:, bundle.labels.index(sign)] = 0.72
+        clips.append(ClipSteps(sign, np.arange(steps) / bundle.sample_fps, probabilities))
+    params = load_settings().params
+    record, _ = calibrate(bundle, clips, params["spotting"])
+    write_json(spotting_path_for(served.second_model), record)
+    try:
+        assert load_settings().spotting_for(load_bundle(served.second_model)).threshold == 0.7
+        app = run_page("model")
+        app.selectbox[0].select("models/second/model.keras").run()
+        assert f"Spotting threshold 0.7, calibrated on its {len(signs)} sign and 0 idle validation clips" in \
+            texts(app.caption)
+    finally:
+        spotting_path_for(served.second_model).unlink()
 
 
 # --- Upload -----------------------------------------------------------------------------------------

@@ -42,7 +42,8 @@ def evaluation_metrics_for(settings: AppSettings, model_path: Path, card: dict) 
 
 
 def show_card(settings: AppSettings, model_path: Path) -> None:
-    card = load_bundle(model_path).card          # reads the card only; the model itself loads elsewhere
+    bundle = load_bundle(model_path)             # reads the card only; the model itself loads elsewhere
+    card = bundle.card
     size_column, frames_column, rate_column, classes_column = st.columns(4)
     size_column.metric("Image size", f"{card['image_size']} px")
     frames_column.metric("Window", f"{card['seq_len']} frames", f"{card['window_seconds']:.1f} s",
@@ -56,6 +57,7 @@ def show_card(settings: AppSettings, model_path: Path) -> None:
                           (("backbone", "backbone"), ("weights", "weights_source"),
                            ("trained in", "precision_policy_trained"), ("colour order", "color_order"))
                           if key in card))
+    show_spotting(settings, bundle)
     metrics, source = evaluation_metrics_for(settings, model_path, card)
     st.subheader("Validation and test metrics")
     if metrics is None:
@@ -77,6 +79,18 @@ def show_card(settings: AppSettings, model_path: Path) -> None:
         st.caption("Fine-tuned end to end: " + ("yes" if card.get("finetuned") else "no"))
     with st.expander("Whole card"):
         st.json(card)
+
+
+def show_spotting(settings: AppSettings, bundle) -> None:
+    """The threshold the Live page starts at for this model, and where it came from (the calibrate stage)."""
+    threshold = settings.spotting_for(bundle).threshold
+    record = bundle.spotting_record
+    if record is None:
+        st.caption(f"Spotting threshold {threshold:g}: params.yaml's (no calibration beside this model).")
+        return
+    calibration = record["calibration"]
+    st.caption(f"Spotting threshold {threshold:g}, calibrated on its {calibration['validation_sign_clips']} "
+               f"sign and {calibration['validation_idle_clips']} idle validation clips: {calibration['reason']}.")
 
 
 def render() -> None:
