@@ -50,6 +50,7 @@ import multiprocessing
 import os
 import pickle
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -65,6 +66,11 @@ MAX_ITEMS_IN_FLIGHT_PER_WORKER = 2
 MAX_BLOCKS = 10_000
 WORKER_CPUS_VARIABLE = "SIGNLANG_WORKER_CPUS"   # set on Ray workers: the CPUs Ray reserved for each
 WORKER_LOG_VARIABLE = "SIGNLANG_WORKER_LOG"
+# Ray Data's own threads that call into Ray's core worker: its executor's scheduling loop, its metadata
+# prefetcher and its block prefetcher (names as Ray 2.60 gives them). A run that started Ray ends them first.
+BLOCK_PREFETCHER_THREAD = "Prefetcher"
+RAY_DATA_THREAD_PREFIXES = ("StreamingExecutor-", "ray-data-", BLOCK_PREFETCHER_THREAD)
+RAY_DATA_THREADS_SECONDS = 60
 
 
 class WorkerError(RuntimeError):
@@ -232,7 +238,27 @@ def map_on_ray(items: Iterable, settings: ComputeSettings, function: Callable | 
             results.close()
     finally:
         if started_here:
+            wait_for_ray_data_threads(RAY_DATA_THREADS_SECONDS)
             ray.shutdown()
+
+
+def wait_for_ray_data_threads(timeout_seconds: float) -> None:
+    """Join Ray Data's threads before `ray.shutdown()`. Closing the results shuts its executor down, but
+    that gives its scheduling loop only 2 s to stop; on a busy CPU a thread still at work after the
+    shutdown touched the shut-down core worker, and Ray ended this whole process (CI, twice after a
+    worker's error: "The core worker has already been shutdown ... The process will exit", no test
+    summary)."""
+    deadline = time.monotonic() + timeout_seconds
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or not thread.name.startswith(RAY_DATA_THREAD_PREFIXES):
+            continue
+        if thread.name == BLOCK_PREFETCHER_THREAD:
+            # The block prefetcher's thread waits, parked, for more blocks until its owner's stop(), which
+            # Ray Data calls only when the owner is collected: call it now (the thread runs its owner's method).
+            owner = getattr(getattr(thread, "_target", None), "__self__", None)
+            if callable(getattr(owner, "stop", None)):
+                owner.stop()
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def connect(settings: ComputeSettings) -> bool:
