@@ -373,11 +373,12 @@ class SessionPipelines:
         return root
 
     def prepare_default(self, root: Path) -> Path:
-        """The repository's pipeline at its default params, through `dvc repro assemble`, on the repository's DVC cache."""
+        """The repository's pipeline at its default params, through `dvc repro calibrate` (the served model and
+        the spotting settings the Live page starts with), on the repository's DVC cache."""
         make_workspace(root, changes=None)
         (REPO_ROOT / ".dvc" / "cache").mkdir(parents=True, exist_ok=True)
         run(DVC + ["cache", "dir", str(REPO_ROOT / ".dvc" / "cache")], root)
-        self.run(DVC + ["repro", "assemble"], root)
+        self.run(DVC + ["repro", "calibrate"], root)
         return root
 
 
@@ -411,7 +412,7 @@ def trained_workspace(session_pipelines) -> Path:
 
 @pytest.fixture(scope="session")
 def default_workspace(session_pipelines) -> Path:
-    """The repository's pipeline at its default params, through `dvc repro assemble`: the model a user gets.
+    """The repository's pipeline at its default params, through `dvc repro calibrate`: the model a user gets.
 
     It shares the repository's DVC cache, so on a checkout that has already run
     `dvc repro` the run cache restores every stage in seconds; a fresh clone (CI)

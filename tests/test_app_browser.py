@@ -300,7 +300,8 @@ def signs_the_live_path_gets_right(root: Path, stream: Path, truth: list[str]) -
     from stages.lib.stream_scoring import align
     from stages.lib.streaming import SpottingSettings, model_spotting
     bundle = load_bundle(root / "models/model.keras")
-    spotting = model_spotting(bundle, SpottingSettings())      # what the Live page starts with: the calibrated
+    assert bundle.spotting_record is not None, "the default pipeline ran without its calibrate stage"
+    spotting = model_spotting(bundle, SpottingSettings())   # what the Live page starts with: the model's own
     emitted = [sign.sign for sign in spot_video_file(bundle, str(stream), spotting)]
     _, matches = align(emitted, truth)
     return [truth[true_index] for _, true_index in matches]
