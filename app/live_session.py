@@ -43,6 +43,10 @@ FPS_WINDOW_SECONDS = 2.0          # frames/s is measured over this much recent t
 # A timestamp this far behind the previous one means a new stream (its clock restarted):
 # the ring buffer holds frames of the old stream and the sampling clock is in its future.
 CLOCK_RESTART_SECONDS = 1.0
+# A sign ranked first this long, under the threshold but at least at the floor, is "held back": the page
+# says so, for a model (say one of a few dozen of your own clips) less sure than the threshold asks.
+HELD_BACK_SECONDS = 1.5
+HELD_BACK_FLOOR = 0.3
 
 
 @dataclass(frozen=True)
@@ -56,10 +60,32 @@ class LiveSnapshot:
     model_steps: int = 0                     # head runs since the stream (re)started
     sentence: list[SpottedSign] = field(default_factory=list)   # emitted signs, oldest first
     threshold: float = 0.6
+    held_back: tuple[str, float] | None = None   # (sign, smoothed probability): first for a while, under threshold
 
     @property
     def state(self) -> str:
         return self.current_sign or NO_SIGN
+
+
+class HeldBackTracker:
+    """Notices a sign the model keeps ranking first under the threshold (the page then suggests lowering it)."""
+
+    def __init__(self, no_sign_label: str | None):
+        self.no_sign_label = no_sign_label
+        self.run: tuple[str, float] | None = None     # (sign, stream time it became first under the threshold)
+
+    def clear(self) -> None:
+        self.run = None
+
+    def update(self, label: str, probability: float, threshold: float, timestamp: float) -> tuple[str, float] | None:
+        """One model step's smoothed top class; (sign, probability) once it has been the same sign, at or
+        above HELD_BACK_FLOOR and under `threshold`, for HELD_BACK_SECONDS of stream time; else None."""
+        if label == self.no_sign_label or not HELD_BACK_FLOOR <= probability < threshold:
+            self.run = None
+            return None
+        if self.run is None or self.run[0] != label:
+            self.run = (label, timestamp)
+        return (label, probability) if timestamp - self.run[1] >= HELD_BACK_SECONDS - 1e-9 else None
 
 
 class LiveSession:
@@ -79,6 +105,8 @@ class LiveSession:
         self._frame_times: deque[float] = deque()        # time.monotonic() of recent processed frames
         self._last_timestamp: float | None = None
         self._reset_requested = False
+        self._held_back_tracker = HeldBackTracker(bundle.no_sign_label)
+        self._held_back: tuple[str, float] | None = None
         self._snapshot = LiveSnapshot(threshold=spotting.threshold)
 
     @property
@@ -133,6 +161,13 @@ class LiveSession:
             buffer_fill, steps = self._recognizer.buffer_fill, self._recognizer.steps
         emitted = self._spotter.update(probabilities, timestamp) if stepped else []
         with self._lock:
+            if reset:
+                self._held_back_tracker.clear()
+            if stepped:
+                best = int(np.argmax(self._spotter.smoothed))                 # the smoothed top class
+                label, probability = self._labels[best], float(self._spotter.smoothed[best])
+                self._held_back = self._held_back_tracker.update(label, probability, self._spotting.threshold,
+                                                                 timestamp)
             self._sentence.extend(emitted)
             self._count_frame(time.monotonic())
             self._snapshot = self._make_snapshot(buffer_fill, steps)
@@ -157,7 +192,8 @@ class LiveSession:
         current, confidence = self._spotter.current
         return LiveSnapshot(top=top, current_sign=current, confidence=confidence, buffer_fill=buffer_fill,
                             frames_per_second=self._frames_per_second(), model_steps=steps,
-                            sentence=list(self._sentence), threshold=self._spotting.threshold)
+                            sentence=list(self._sentence), threshold=self._spotting.threshold,
+                            held_back=self._held_back)
 
 
 def draw_overlay(frame_bgr: np.ndarray, snapshot: LiveSnapshot) -> np.ndarray:

@@ -391,6 +391,7 @@ def test_live_session_shows_the_mean_of_the_last_steps_and_a_sentence(served):
         snapshot = session.process_frame(frame, 6.0 + timestamp)
     assert snapshot.current_sign is None and snapshot.state == "no sign" and snapshot.top
     assert snapshot.sentence == []
+    assert snapshot.held_back is None or snapshot.held_back[0] == snapshot.top[0][0] != "_none"
 
     annotated = draw_overlay(served.camera_frames[0], snapshot)
     assert annotated.shape == served.camera_frames[0].shape
@@ -401,6 +402,25 @@ def test_live_session_shows_the_mean_of_the_last_steps_and_a_sentence(served):
     # A new stream whose clock starts again at 0 starts a new buffer too.
     session.process_frame(served.camera_frames[0], 8.0)
     assert session.process_frame(served.camera_frames[0], 0.0).buffer_fill == 1 / SEQ_LEN
+
+
+def test_a_sign_first_for_a_while_under_the_threshold_is_held_back_and_the_page_says_so():
+    from app.live_session import HELD_BACK_SECONDS, HeldBackTracker, LiveSnapshot
+    from app.views.live import top3_markdown
+    tracker = HeldBackTracker("_none")
+    steps = [(0.0, "clap", 0.7), (0.5, "clap", 0.72), (1.0, "clap", 0.75), (HELD_BACK_SECONDS, "clap", 0.71)]
+    seen = [tracker.update(label, probability, 0.9, time) for time, label, probability in steps]
+    assert seen == [None, None, None, ("clap", 0.71)]                  # first under 0.9 for 1.5 s
+    assert tracker.update("wave", 0.6, 0.9, 1.6) is None                 # another sign starts its own wait
+    assert tracker.update("clap", 0.95, 0.9, 1.7) is None                # over the threshold: the spotter's
+    assert tracker.update("clap", 0.8, 0.9, 1.8) is None and tracker.update("clap", 0.8, 0.9, 3.3) is not None
+    assert tracker.update("_none", 0.8, 0.9, 3.4) is None                # the no-sign class never is
+    assert tracker.update("clap", 0.1, 0.9, 3.5) is None                 # nor a sign the model is unsure of
+
+    snapshot = LiveSnapshot(top=[("clap", 0.71), ("_none", 0.2), ("wave", 0.09)], threshold=0.9,
+                            held_back=("clap", 0.71))
+    assert "clap has been first for a while at 71%, under the threshold (90%)" in top3_markdown(snapshot)
+    assert "first for a while" not in top3_markdown(LiveSnapshot(top=[("clap", 0.71)], threshold=0.9))
 
 
 def test_the_live_page_and_session_use_the_cards_one_effective_rate(served):

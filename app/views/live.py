@@ -117,7 +117,12 @@ def top3_markdown(snapshot: LiveSnapshot) -> str:
         return f"**Now:** waiting\n\nFilling the buffer: {snapshot.buffer_fill:.0%} of the frames the model needs."
     now = (f"**Now:** {snapshot.current_sign} ({snapshot.confidence:.0%})" if snapshot.current_sign
            else f"**Now:** {snapshot.state}")
-    lines = [now, "", "**Top 3**", ""]
+    lines = [now, ""]
+    if snapshot.held_back:
+        sign, probability = snapshot.held_back
+        lines += [f"_{sign} has been first for a while at {probability:.0%}, under the threshold "
+                  f"({snapshot.threshold:.0%}): if you are signing it, lower the Confidence threshold._", ""]
+    lines += ["**Top 3**", ""]
     # An escaped "1." stays text: as a markdown list, the rank would be a list marker outside the text.
     lines += [f"{rank}\\. {sign} — {probability:.0%}  " for rank, (sign, probability) in enumerate(snapshot.top, 1)]
     return "\n".join(lines)
