@@ -11,7 +11,8 @@ gets the threshold its own validation clips reach, no higher than params.yaml's.
 
 Each validation clip is played through the live path as a short stream: held still
 for a window before and after (its first and last frames repeated, a person at
-rest), its cached embeddings through the ring buffer and the served TFLite head
+rest), its embeddings (the cached ones; a fine-tuned model's encoder embeds its
+frames again) through the ring buffer and the served TFLite head
 (stages/lib/streaming.py), and the steps through the SignSpotter with the
 `spotting` params at each candidate threshold, from `threshold` down to
 `lowest_threshold` in steps of 0.05. A sign clip is spotted right when the spotter
