@@ -80,6 +80,16 @@ class AppSettings:
         from stages.lib.streaming import SpottingSettings, model_spotting  # numpy and OpenCV only when needed
         return model_spotting(bundle, SpottingSettings.from_params(self.params["spotting"]))
 
+    @staticmethod
+    def spotting_origin(bundle) -> str:
+        """Where a model's starting threshold came from, to follow "Spotting threshold 0.9" in a sentence."""
+        record = bundle.spotting_record
+        if record is None:
+            return ": params.yaml's (no calibration beside this model)"
+        calibration = record["calibration"]
+        return (f", calibrated on its {calibration['validation_sign_clips']} sign and "
+                f"{calibration['validation_idle_clips']} idle validation clips: {calibration['reason']}")
+
     @property
     def max_upload_mb(self) -> int:
         return int(self.app_setting("max_upload_mb"))

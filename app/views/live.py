@@ -101,16 +101,6 @@ def model_caption(bundle, configuration_source: str) -> str:
             f"WebRTC: {configuration_source}")
 
 
-def threshold_origin(bundle) -> str:
-    """Where the slider's starting threshold came from, in a sentence (the calibrate stage's reason)."""
-    record = bundle.spotting_record
-    if record is None:
-        return "It starts at params.yaml's `spotting.threshold` (this model has no calibrated one)."
-    calibration = record["calibration"]
-    return (f"It starts at {record['settings']['threshold']:g}, calibrated on this model's "
-            f"{calibration['validation_sign_clips']} validation sign clips: {calibration['reason']}.")
-
-
 def top3_markdown(snapshot: LiveSnapshot) -> str:
     """The current state and top-3 as text: what screen readers read and the browser test checks."""
     if not snapshot.top:
@@ -170,7 +160,7 @@ def render() -> None:
     threshold = threshold_column.slider(
         "Confidence threshold", 0.0, 1.0, spotting.threshold, 0.05, key=f"threshold:{shared.bundle.model_path}",
         help="A sign must reach this smoothed probability, and hold it, before it joins the sentence. "
-             + threshold_origin(shared.bundle))
+             f"It starts at {spotting.threshold:g}{settings.spotting_origin(shared.bundle)}.")
     live_session.update_settings(smoothing_steps, threshold)
     if clear_column.button("Clear", help="Empty the sentence."):
         live_session.clear_sentence()

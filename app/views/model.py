@@ -83,14 +83,7 @@ def show_card(settings: AppSettings, model_path: Path) -> None:
 
 def show_spotting(settings: AppSettings, bundle) -> None:
     """The threshold the Live page starts at for this model, and where it came from (the calibrate stage)."""
-    threshold = settings.spotting_for(bundle).threshold
-    record = bundle.spotting_record
-    if record is None:
-        st.caption(f"Spotting threshold {threshold:g}: params.yaml's (no calibration beside this model).")
-        return
-    calibration = record["calibration"]
-    st.caption(f"Spotting threshold {threshold:g}, calibrated on its {calibration['validation_sign_clips']} "
-               f"sign and {calibration['validation_idle_clips']} idle validation clips: {calibration['reason']}.")
+    st.caption(f"Spotting threshold {settings.spotting_for(bundle).threshold:g}{settings.spotting_origin(bundle)}.")
 
 
 def render() -> None:
