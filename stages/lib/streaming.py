@@ -217,7 +217,9 @@ class SignSpotter:
     def update(self, probabilities: np.ndarray, timestamp: float) -> list[SpottedSign]:
         """One model step's (classes,) probabilities at `timestamp`; returns the signs emitted now."""
         self.recent.append(np.asarray(probabilities, np.float64))
-        self.smoothed = np.mean(self.recent, axis=0)
+        # The same bits as np.mean(self.recent, axis=0) (rows added in order, then divided), in half the
+        # time: evaluate and calibrate replay hundreds of thousands of steps through spotters.
+        self.smoothed = sum(self.recent) / len(self.recent)
         best = int(np.argmax(self.smoothed))
         confidence = float(self.smoothed[best])
         candidate = (self.labels[best] if best != self.no_sign_index and confidence >= self.settings.threshold
