@@ -10,7 +10,8 @@ only, so it runs before the virtual environment exists) and keeps each process's
 may be missed, and one that ends loses at most its last second. Processes are grouped by the pytest
 workspace they ran in (the tmp_path folder: `default`, `trained`, a test's name), or the checkout,
 and by what they are (a pipeline stage, the dvc driver, pytest itself, Streamlit, Chromium, Ray,
-pip). Kernel threads (no command line) are one group: on these VMs they took 14 % of CI's CPU.
+pip). Kernel threads (no command line) are one group. Processes already running when the command
+starts count from then on, not from their own start (the kernel's threads have run since boot).
 """
 from __future__ import annotations
 
