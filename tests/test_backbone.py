@@ -135,3 +135,39 @@ def test_random_weights_are_the_same_every_time_and_leave_the_callers_seed_alone
     second, _ = build_frame_encoder(32, "random")
     for a, b in zip(first.get_weights(), second.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+# A child that asks Keras for the ImageNet weights from `url` (an empty Keras cache: it must download),
+# with the download timeout given, and prints where its weights came from.
+KERAS_DOWNLOAD_CHILD = """
+import sys
+from keras.src.applications import mobilenet_v2
+from stages.lib import backbone
+mobilenet_v2.BASE_WEIGHT_PATH = sys.argv[1]
+backbone.KERAS_DOWNLOAD_TIMEOUT_SECONDS = float(sys.argv[2])
+model, source = backbone.load_mobilenet(96, "imagenet")
+print("SOURCE", source)
+"""
+
+
+def test_a_weights_host_that_never_answers_falls_back_instead_of_hanging(tmp_path):
+    """A host that takes the connection and never sends a byte (a proxy or firewall that swallows it):
+    the stage gives up on Keras's download and takes the offline weights, instead of waiting forever."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT, command_env
+    with socket.socket() as silent_host:
+        silent_host.bind(("127.0.0.1", 0))
+        silent_host.listen(4)                           # the kernel completes the handshake; nobody ever reads
+        url = f"http://127.0.0.1:{silent_host.getsockname()[1]}/"
+        env = {**command_env(REPO_ROOT), "KERAS_HOME": str(tmp_path / "keras")}
+        try:
+            child = subprocess.run([sys.executable, "-c", KERAS_DOWNLOAD_CHILD, url, "2"], cwd=REPO_ROOT, env=env,
+                                   capture_output=True, text=True, timeout=180)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the backbone waited for a host that never answers")
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert f"SOURCE {backbone.WEIGHTS_SOURCE_FALLBACK}" in child.stdout
+    assert "timed out" in child.stderr                 # why it fell back, in the stage's log

