@@ -167,7 +167,7 @@ class Recorder:
                                                          "nothing was saved."), None
         fps = (len(frames) - 1) / (timestamps[-1] - timestamps[0])      # the rate the camera sent them at
         saving = replace(status, phase=SAVING, seconds_recorded=status.request.seconds, frames=len(frames))
-        return saving, (status.generation, frames, fps, status.request, self._started_at)
+        return saving, (status.generation, frames, timestamps, fps, status.request, self._started_at)
 
     # --- timer and writer threads ---------------------------------------------------------------
     def _watchdog(self, generation: int) -> None:
@@ -184,11 +184,12 @@ class Recorder:
                            "(the browser closed, or the camera went away): nothing was saved.")
             self._status = replace(status, phase=FAILED, message=message)
 
-    def _save(self, generation: int, frames: list[np.ndarray], fps: float, request: RecordingRequest,
-              started_at: datetime) -> None:
+    def _save(self, generation: int, frames: list[np.ndarray], timestamps: list[float], fps: float,
+              request: RecordingRequest, started_at: datetime) -> None:
         """THREAD BOUNDARY: a writer thread of its own. Writes the clip, then says how it went."""
         try:
-            path = write_recording(frames, fps, self.recordings_dir, request.sign, request.signer, started_at)
+            path = write_recording(frames, fps, self.recordings_dir, request.sign, request.signer, started_at,
+                                   timestamps=timestamps)
             outcome = {"phase": SAVED, "clip_path": path}
         except RecordingError as error:
             outcome = {"phase": FAILED, "message": str(error)}

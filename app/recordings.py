@@ -48,7 +48,7 @@ import pandas as pd
 
 from stages.lib.datasets import NO_SIGN_LABEL, PARTIAL_MARK, RECORDING_TIME_FORMAT, FoundFile, discover
 from stages.lib.params import apply_overrides
-from stages.lib.video import ClipRefused, count_decodable_frames
+from stages.lib.video import ClipRefused, count_decodable_frames, write_timed_video
 
 MAX_NAME_CHARACTERS = 40          # a sign or a signer; 40 characters of up to 4 UTF-8 bytes stay far below 255
 FORBIDDEN_CHARACTERS = '/\\:*?"<>|'   # path separators, and what Windows (and ':' on macOS) cannot store
@@ -154,8 +154,11 @@ def is_recording_of(path: Path, recordings_dir: Path) -> bool:
 # --- writing a clip -------------------------------------------------------------------------------
 
 def write_recording(frames_bgr: list[np.ndarray], fps: float, recordings_dir: Path, sign: str, signer: str,
-                    started: datetime) -> Path:
+                    started: datetime, timestamps: list[float] | None = None) -> Path:
     """Frames (each (H, W, 3) uint8 BGR, as the camera gave them) -> a new clip; its path.
+
+    With `timestamps` (the camera's, in seconds) each frame keeps its own time, so
+    a camera that dropped frames is not flattened into its average `fps`.
 
     Raises RecordingError with a message for the user; then nothing is left behind.
     """
@@ -172,7 +175,10 @@ def write_recording(frames_bgr: list[np.ndarray], fps: float, recordings_dir: Pa
     os.close(handle)
     temporary_path = Path(temporary_name)
     try:
-        encode_video(frames_bgr, fps, temporary_path)
+        if timestamps is not None:
+            write_timed_video(frames_bgr, timestamps, temporary_path)
+        else:
+            encode_video(frames_bgr, fps, temporary_path)
         check_frame_count(temporary_path, len(frames_bgr))
         flush_to_disk(temporary_path)
         return link_to_free_name(temporary_path, final_path, recordings_dir, sign, signer, started)

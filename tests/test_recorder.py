@@ -14,6 +14,7 @@ import pytest
 from app.recorder import COUNTDOWN, FAILED, IDLE, RECORDING, SAVED, SAVING, Recorder, RecordingRequest
 from app.recordings import RecordingError
 from stages.lib.datasets import discover
+from stages.lib.video import iterate_video_frames
 
 CAMERA_FPS = 20.0
 
@@ -48,8 +49,9 @@ def test_a_countdown_then_the_seconds_asked_are_kept_as_the_camera_sent_them(tmp
     assert status.clip_path.parent == tmp_path / "thanks" and status.clip_path.name.startswith("ana_")
     assert [(clip.label, clip.signer) for clip in discover("folder", tmp_path)] == [("thanks", "ana")]
 
+    times = [seconds for seconds, _ in iterate_video_frames(status.clip_path)]
+    assert times == pytest.approx([index / CAMERA_FPS for index in range(20)], abs=2e-3)   # the camera's times
     capture = cv2.VideoCapture(str(status.clip_path))
-    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(CAMERA_FPS, abs=0.05)     # the camera's rate
     kept = []
     while (read := capture.read())[0]:
         kept.append(read[1])
@@ -133,3 +135,17 @@ def test_writing_happens_off_the_frame_thread(tmp_path):
     assert time.perf_counter() - started < 0.2            # the camera thread does not wait for the encoder
     assert recorder.status().phase in (SAVING, SAVED)
     assert wait_for(recorder, (SAVED, FAILED)).phase == SAVED
+
+
+def test_a_camera_that_drops_frames_is_recorded_at_the_moments_it_sent_them(tmp_path):
+    """The clip keeps each frame's camera time: a stall of 0.4 s stays a stall, not an average rate."""
+    recorder = Recorder(tmp_path)
+    recorder.start(RecordingRequest("thanks", "ana", seconds=1.0, countdown_seconds=0.0))
+    sent = [100.0 + index * 0.05 for index in range(8)] + [100.75 + index * 0.05 for index in range(8)]
+    for index, timestamp in enumerate(sent + [101.5]):
+        recorder.process_frame(frame(index), timestamp)
+    status = wait_for(recorder, (SAVED, FAILED))
+    assert status.phase == SAVED, status.message
+    kept = [seconds for seconds, _ in iterate_video_frames(status.clip_path)]
+    start = sent[0]
+    assert kept == pytest.approx([timestamp - start for timestamp in sent if timestamp - start < 1.0], abs=2e-3)

@@ -150,3 +150,58 @@ def test_a_header_without_a_frame_count_still_stops_at_the_limit(tmp_path, monke
     with pytest.raises(ClipRefused, match=r"too long: at least 2.1 s, at most 2 s"):
         sample_video(path, sampling(max_seconds=2))
     assert CountingCapture.grabbed <= 22
+
+
+def write_variable_rate_video(path, times: list[float]) -> None:
+    """A variable-frame-rate file made directly with PyAV (FFmpeg): frame i has gray level 20 * i at times[i]."""
+    import fractions
+
+    import av
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=1000)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for index, seconds in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * index, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = round(seconds * 1000), fractions.Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+# Bursts and gaps, as a phone or a webcam that drops frames writes them; the average rate is 4.5 frames/s.
+VARIABLE_TIMES = [0.0, 0.04, 0.08, 0.5, 0.54, 1.2, 1.24, 1.28, 2.0]
+
+
+def test_a_variable_rate_clip_is_sampled_at_the_moments_it_was_filmed(tmp_path):
+    path = tmp_path / "vfr.mp4"
+    write_variable_rate_video(path, VARIABLE_TIMES)
+    clip = sample_video(path, sampling(fps=10))
+    levels = centre_levels(clip.frames)
+    # Tick k (k / 10 s) takes the first frame at or after it: frame 0 at 0 s, frame 3 (0.5 s) for ticks
+    # 0.1..0.5, frame 5 (1.2 s) for 0.6..1.2, frame 8 (2.0 s) for 1.3..2.0. Dating frames index / average
+    # fps would put frame 3 at 0.67 s and frame 8 at 1.78 s.
+    expected = [0] + [3] * 5 + [5] * 7 + [8] * 8
+    assert len(levels) == len(expected)
+    assert np.all(np.abs(levels - 20 * np.array(expected)) <= 6)
+
+
+def test_a_video_drives_the_live_path_with_its_own_timestamps(tmp_path):
+    path = tmp_path / "vfr.mp4"
+    write_variable_rate_video(path, [0.3 + seconds for seconds in VARIABLE_TIMES])   # a container starting late
+    times = [seconds for seconds, _ in video.iterate_video_frames(path)]
+    assert times == pytest.approx(VARIABLE_TIMES, abs=1e-3)
+
+
+def test_timed_writing_keeps_each_frame_at_its_time(tmp_path):
+    frames = [np.full((48, 64, 3), 20 * index, np.uint8) for index in range(len(VARIABLE_TIMES))]
+    video.write_timed_video(frames, VARIABLE_TIMES, tmp_path / "timed.mp4")
+    times = [seconds for seconds, _ in video.iterate_video_frames(tmp_path / "timed.mp4")]
+    assert times == pytest.approx(VARIABLE_TIMES, abs=1e-3)
+    with pytest.raises(ValueError, match="one timestamp per frame"):
+        video.write_timed_video(frames, VARIABLE_TIMES[:-1], tmp_path / "bad.mp4")
+
+
+def test_a_constant_rate_file_keeps_its_index_times(tmp_path):
+    path = tmp_path / "constant.mp4"
+    write_video(path, gray_ramp_frames(10), fps=25)
+    times = [seconds for seconds, _ in video.iterate_video_frames(path)]
+    assert times == pytest.approx([index / 25 for index in range(10)], abs=1e-3)

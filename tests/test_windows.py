@@ -51,3 +51,36 @@ def test_spread_windows_are_centred_on_average_and_one_is_the_centred_window():
     windows = spread_windows(40, 10, 3, 0.2)
     assert len(windows) == 3 and windows[1].tolist() == centred_window(40, 10).tolist()
     assert windows[0][0] < windows[1][0] < windows[2][0]
+
+
+@pytest.mark.parametrize("length", [1, 2, 5, 19, 20, 21, 22, 33, 34, 101])
+@pytest.mark.parametrize("seq_len", [4, 5, 20, 25])
+def test_the_centred_window_takes_every_frame_in_order_for_odd_and_even_differences(length, seq_len):
+    """At the clip's own speed a window is consecutive frames, padded only by repeating the clip's edges.
+
+    Rounding .5 to the even neighbour gave centred_window(21, 20) = [0, 2, 2, 4, 4, ...] and
+    centred_window(5, 20) without frames 1 and 3: every odd `length - seq_len` halved the clip's rate.
+    """
+    indices = centred_window(length, seq_len).tolist()
+    assert len(indices) == seq_len
+    steps = np.diff(indices)
+    assert set(steps.tolist()) <= {0, 1}
+    if length >= seq_len:
+        assert indices == list(range(indices[0], indices[0] + seq_len))     # no frame repeated, none dropped
+        left, right = indices[0], length - 1 - indices[-1]
+        assert abs(left - right) <= 1                                         # and the middle of the clip
+    else:
+        assert sorted(set(indices)) == list(range(length))                     # a short clip: every frame seen
+        before, after = indices.count(0) - 1, indices.count(length - 1) - 1
+        assert abs(before - after) <= 1 or length == 1
+
+
+def test_the_examples_of_the_defect_are_consecutive():
+    assert centred_window(21, 20).tolist() == list(range(1, 21))
+    assert centred_window(33, 20).tolist() == list(range(7, 27))
+    assert centred_window(5, 20).tolist() == [0] * 8 + [1, 2, 3] + [4] * 9
+
+
+def test_spread_windows_take_consecutive_frames_too():
+    for window in spread_windows(41, 20, 5, 0.2):
+        assert np.diff(window).tolist() == [1] * 19

@@ -38,7 +38,11 @@ Conventions, fixed here and nowhere else:
 - a clip stored as a folder of frame images (.jpg/.png, natural order: frame_2
   before frame_10) is read with cv2.imread, which gives BGR like video decoding,
   and goes through the same clock and `prepare_frame`; with an unknown rate
-  (`frames_fps` 0) each image is taken as one tick.
+  (`frames_fps` 0) each image is taken as one tick;
+- a video frame's time is the decoder's timestamp (`DecoderTimestamps`), not
+  its index over the container's average rate, so variable-rate files are
+  sampled at the moments they were filmed; the recorder writes each camera
+  frame at its own time (`write_timed_video`) for the same reason.
 
 Refusal reasons read "<kind>: <details>" (or just "<kind>"), so the metrics can
 count refusals by kind while the manifest keeps the details.
@@ -46,7 +50,8 @@ count refusals by kind while the manifest keeps the details.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from fractions import Fraction
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -302,14 +307,16 @@ def decode_at_fixed_rate(path: Path, fps: float, first: int, last: int | None,
     clock = SamplingClock(sampling.fps)
     limit = sampling.max_seconds * fps if sampling.max_seconds > 0 else math.inf
     capture = cv2.VideoCapture(str(path))
+    timestamps = DecoderTimestamps(fps)
     frames: list[np.ndarray] = []
     index = 0
     try:
         while (last is None or index <= last) and capture.grab():
+            seconds = timestamps.seconds(capture, index)
             if index >= first:
                 if index - first + 1 > limit:
                     raise ClipRefused(too_long_reason(index - first + 1, fps, sampling, "at least "))
-                ticks = clock.ticks((index - first) / fps)
+                ticks = clock.ticks(seconds)      # the clock starts at the range's first frame
                 if ticks:
                     ok, frame = capture.retrieve()
                     if not ok or frame is None:
@@ -321,6 +328,36 @@ def decode_at_fixed_rate(path: Path, fps: float, first: int, last: int | None,
     if index == 0:
         raise ClipRefused("no decodable frames: truncated, corrupt, or an unsupported codec")
     return frames, index
+
+
+class DecoderTimestamps:
+    """Each decoded frame's time in seconds: the container's own timestamp where it has one.
+
+    Variable-frame-rate files (phones, screen recorders, a webcam that drops
+    frames) space their frames unevenly; `index / fps` with the container's
+    average rate would take frames at the wrong moments. After `grab()`,
+    OpenCV's CAP_PROP_POS_MSEC is the frame's presentation time. Where it is
+    missing, not finite, or does not move forward (containers without
+    timestamps report 0), the frame is dated one `1 / fps` after the last.
+    `origin` is the first frame's time (a container may start above 0).
+    """
+
+    def __init__(self, fps: float):
+        self.fps = float(fps)
+        self.last: float | None = None
+        self.origin = 0.0
+
+    def seconds(self, capture: cv2.VideoCapture, index: int) -> float:
+        stamp = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        if self.last is None:
+            value = stamp if math.isfinite(stamp) and stamp >= 0 else index / self.fps
+            self.origin = value
+        elif math.isfinite(stamp) and stamp > self.last + CLOCK_TOLERANCE_SECONDS:
+            value = stamp
+        else:
+            value = self.last + 1.0 / self.fps
+        self.last = value
+        return value
 
 
 def count_decodable_frames(path: Path) -> int:
@@ -451,21 +488,58 @@ def resolve_frame_range(frame_range: tuple[int, int] | None, num_frames: int) ->
 def iterate_video_frames(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
     """Every decodable frame of a video as (timestamp in seconds, BGR frame), like a camera would give.
 
-    Timestamps come from the frame index and the container's fps (25 when unknown),
-    so a file can drive the live streaming path exactly as a webcam does.
+    Timestamps are the decoder's, as `sample` takes them (`DecoderTimestamps`), so a
+    file can drive the live streaming path exactly as a webcam does, and a
+    variable-rate phone clip is seen at the moments it was filmed.
     """
     path = Path(path)
     check_file_not_empty(path)
     _, fps = read_header(path)
-    fps = fps or FALLBACK_CAMERA_FPS
     capture = cv2.VideoCapture(str(path))
+    timestamps = DecoderTimestamps(fps or FALLBACK_CAMERA_FPS)
     try:
         index = 0
         while True:
             ok, frame = capture.read()
             if not ok or frame is None:
                 break
-            yield index / fps, frame
+            yield timestamps.seconds(capture, index) - timestamps.origin, frame
             index += 1
     finally:
         capture.release()
+
+
+TIMED_VIDEO_CODEC = "mpeg4"               # MPEG-4 part 2 (OpenCV's mp4v): decodes everywhere the pipeline runs
+TIMED_VIDEO_TIME_BASE = Fraction(1, 1000)  # timestamps kept to the millisecond
+
+
+def write_timed_video(frames_bgr: Sequence[np.ndarray], timestamps: Sequence[float], path: str | Path) -> None:
+    """Frames ((H, W, 3) uint8 BGR each) -> a video where each frame keeps its own time (seconds).
+
+    OpenCV's VideoWriter knows one constant rate, which flattens a camera's
+    dropped frames and uneven pace into an average; PyAV (FFmpeg) writes each
+    frame's presentation time. Times are relative to the first frame; two frames
+    within one millisecond are kept a millisecond apart. Raises OSError when the
+    file cannot be written.
+    """
+    import av   # PyAV: FFmpeg's muxer with per-frame timestamps (already under streamlit-webrtc's aiortc)
+
+    if len(frames_bgr) != len(timestamps) or not frames_bgr:
+        raise ValueError(f"need one timestamp per frame, got {len(frames_bgr)} frames and {len(timestamps)} times")
+    height, width = frames_bgr[0].shape[:2]
+    try:
+        with av.open(str(path), mode="w") as container:
+            stream = container.add_stream(TIMED_VIDEO_CODEC, rate=TIMED_VIDEO_TIME_BASE.denominator)
+            stream.width, stream.height, stream.pix_fmt = width - width % 2, height - height % 2, "yuv420p"
+            # FFmpeg's mpeg4 default is 200 kbit/s, blocky at webcam sizes; quantiser 2-4 is near-lossless.
+            stream.codec_context.qmin, stream.codec_context.qmax = 2, 4
+            previous_pts = -1
+            for frame_bgr, timestamp in zip(frames_bgr, timestamps):
+                pts = max(round((timestamp - timestamps[0]) / TIMED_VIDEO_TIME_BASE), previous_pts + 1)
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_bgr[:stream.height, :stream.width]),
+                                                   format="bgr24")
+                frame.pts, frame.time_base, previous_pts = pts, TIMED_VIDEO_TIME_BASE, pts
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+    except av.FFmpegError as error:
+        raise OSError(f"cannot write video to {Path(path).name}: {error}") from None

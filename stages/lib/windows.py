@@ -38,11 +38,16 @@ def window_indices(length: int, seq_len: int, centre: float, speed: float = 1.0)
     """(seq_len,) indices of a window centred at `centre` (a clip position), `speed` clip frames per step.
 
     Positions before the clip's start or after its end repeat the first or last frame.
+    Positions round half up, never to the even neighbour (`np.rint`): when
+    `length - seq_len` is odd every position ends in .5, and rounding half to
+    even would take frames 0, 2, 2, 4, 4, ... (every other frame dropped, its
+    neighbour repeated) where a window at the clip's own speed must take
+    consecutive frames, as the live ring buffer does.
     """
     if length < 1:
         raise ValueError(f"a clip needs at least one frame, got {length}")
-    positions = centre + speed * (np.arange(seq_len) - (seq_len - 1) / 2.0)
-    return np.clip(np.rint(positions), 0, length - 1).astype(np.int64)
+    positions = centre + speed * (np.arange(seq_len) - (seq_len - 1) / 2.0)   # (seq_len,) clip positions
+    return np.clip(np.floor(positions + 0.5), 0, length - 1).astype(np.int64)
 
 
 def centred_window(length: int, seq_len: int) -> np.ndarray:
@@ -52,6 +57,8 @@ def centred_window(length: int, seq_len: int) -> np.ndarray:
     [0, 0, 1, 2, 3, 3]
     >>> centred_window(10, 4).tolist()       # long clip: the middle
     [3, 4, 5, 6]
+    >>> centred_window(7, 4).tolist()        # an odd difference: still consecutive frames
+    [2, 3, 4, 5]
     """
     return window_indices(length, seq_len, (length - 1) / 2.0)
 
