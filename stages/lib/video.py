@@ -51,8 +51,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from fractions import Fraction
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -522,7 +522,7 @@ def write_timed_video(frames_bgr: Sequence[np.ndarray], timestamps: Sequence[flo
     within one millisecond are kept a millisecond apart. Raises OSError when the
     file cannot be written.
     """
-    import av   # PyAV: FFmpeg's muxer with per-frame timestamps (already under streamlit-webrtc's aiortc)
+    import av  # PyAV: FFmpeg's muxer with per-frame timestamps (already under streamlit-webrtc's aiortc)
 
     if len(frames_bgr) != len(timestamps) or not frames_bgr:
         raise ValueError(f"need one timestamp per frame, got {len(frames_bgr)} frames and {len(timestamps)} times")
