@@ -52,6 +52,7 @@ HELD_BACK_FLOOR = 0.3
 @dataclass(frozen=True)
 class LiveSnapshot:
     """What the page and the overlay show, consistent at one instant."""
+    threshold: float                         # the spotting threshold in force (the model's, or the slider's)
     top: list[tuple[str, float]] = field(default_factory=list)   # smoothed top-k, best first; [] while filling
     current_sign: str | None = None          # the sign being recognised now; None = no sign
     confidence: float = 0.0                  # its smoothed probability
@@ -59,7 +60,6 @@ class LiveSnapshot:
     frames_per_second: float = 0.0           # camera frames processed per second (skipped ones included)
     model_steps: int = 0                     # head runs since the stream (re)started
     sentence: list[SpottedSign] = field(default_factory=list)   # emitted signs, oldest first
-    threshold: float = 0.6
     held_back: tuple[str, float] | None = None   # (sign, smoothed probability): first for a while, under threshold
 
     @property

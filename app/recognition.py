@@ -3,7 +3,7 @@
 Usage:
     from app.recognition import recognise_video_bytes, upload_problem
     problem = upload_problem("clip.mp4", size_bytes, max_upload_mb=50)   # None when acceptable
-    result = recognise_video_bytes(shared, "clip.mp4", data, top_k=3, spotting=SpottingSettings())
+    result = recognise_video_bytes(shared, "clip.mp4", data, top_k=3, spotting=default_spotting())
     result.prediction.top, result.signs, result.frames   # centred window's top-k, signs made, sampled frames
 
 Sampling, preprocessing and the model are the library's: the clip is sampled

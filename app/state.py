@@ -4,7 +4,7 @@ Usage:
     from app.state import current_model
     shared = current_model(settings)          # None (after showing how to get one) when none exists
     with shared.lock:
-        probabilities = shared.bundle.predict_frames_fast(frames)
+        probabilities = shared.bundle.predict_window_fast(window)   # (seq_len, H, W, 3) uint8 -> (classes,)
 
 One `SharedModel` per model file and process (`st.cache_resource`): every
 browser session, every page and every WebRTC frame thread uses the same one.
@@ -20,7 +20,7 @@ from pathlib import Path
 import streamlit as st
 
 from app.settings import AppSettings
-from stages.lib.served import ServedBundle, find_bundles, load_bundle
+from stages.lib.served import ServedBundle, bundle_version, find_bundles, load_bundle
 
 SELECTED_MODEL_KEY = "selected_model"   # st.session_state: the chosen model's path (str)
 
@@ -28,18 +28,20 @@ SELECTED_MODEL_KEY = "selected_model"   # st.session_state: the chosen model's p
 @dataclass
 class SharedModel:
     bundle: ServedBundle
+    version: tuple = ()           # stages.lib.served.bundle_version of the files it was loaded from
     # Held around every call into the bundle's interpreters and graph: browser
     # sessions run in their own script threads and each webcam in its own frame thread.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
-def load_shared_model(model_path: str, modified_ns: int) -> SharedModel:
-    """Load once per process and file version (`modified_ns` makes a re-trained model reload)."""
+def load_shared_model(model_path: str, version: tuple) -> SharedModel:
+    """Load once per process and bundle version (`bundle_version`: every file of the bundle, so a re-trained
+    model and a re-calibrated threshold alike reload)."""
     bundle = load_bundle(model_path)
     # Build the TFLite interpreters now rather than inside the first webcam frame.
     bundle.frame_engine, bundle.head_engine  # noqa: B018 (cached properties: the access builds them)
-    return SharedModel(bundle)
+    return SharedModel(bundle, version)
 
 
 def available_models(settings: AppSettings) -> list[Path]:
@@ -82,7 +84,7 @@ def current_model(settings: AppSettings) -> SharedModel | None:
         show_no_model(settings)
         return None
     try:
-        return load_shared_model(str(model_path), model_path.stat().st_mtime_ns)
+        return load_shared_model(str(model_path), bundle_version(model_path))
     except Exception as error:  # a half-written or foreign file: say so instead of a traceback
         st.error(f"Cannot load the model `{settings.relative(model_path)}`: {error}\n\n"
                  "Re-create it with `dvc repro`.")

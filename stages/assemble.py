@@ -28,7 +28,7 @@ from pathlib import Path
 
 import keras
 
-from stages.lib.backbone import build_frame_encoder
+from stages.lib.backbone import build_frame_encoder, check_recorded_weights
 from stages.lib.engines import cached_tflite, convert_to_tflite, frame_encoder_tflite_path
 from stages.lib.finetuned import FINETUNED_ENCODER_WEIGHTS, FINETUNED_HEAD_WEIGHTS, read_finetune_status
 from stages.lib.keypoints import KEYPOINT_SOURCE, keypoint_models_archive
@@ -45,6 +45,7 @@ def load_served_parts(head_card: dict, backbone_weights: str,
     """(encoder, head, weights source, finetune status): tuned weights when fine-tuning ran."""
     status = read_finetune_status(paths["finetuned"])
     encoder, weights_source = build_frame_encoder(int(head_card["image_size"]), backbone_weights)
+    check_recorded_weights(weights_source, paths["backbone_weights"])
     if weights_source != head_card["weights_source"]:
         raise SystemExit(f"backbone weights now resolve to {weights_source!r} but the head was trained on "
                          f"embeddings from {head_card['weights_source']!r}: run `dvc repro` from extract")

@@ -45,7 +45,7 @@ import h5py
 import keras
 import numpy as np
 
-from stages.lib.backbone import EMBEDDING_SIZE, FRAME_ENCODER_NAME, build_frame_encoder
+from stages.lib.backbone import EMBEDDING_SIZE, FRAME_ENCODER_NAME, build_frame_encoder, check_recorded_weights
 from stages.lib.engines import (
     KerasFrameEngine,
     TFLiteFrameEngine,
@@ -258,6 +258,7 @@ def main() -> None:
     num_classes = 12
     keras.utils.set_random_seed(0)
     encoder, weights_source = build_frame_encoder(image_size, params["backbone"]["weights"])
+    check_recorded_weights(weights_source, paths["backbone_weights"])
     tflite_path = frame_encoder_tflite_path(weights_source, image_size)
     encoder_tflite = cached_tflite(encoder, tflite_path, (1, image_size, image_size, 3))
     head = build_head(seq_len, num_classes, settings["head_lstm_units"], dropout=0.3)

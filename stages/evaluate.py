@@ -65,6 +65,7 @@ from stages.lib.stream_scoring import TrueSign, score_stream, summarise_streams
 from stages.lib.streaming import (
     SpottingSettings,
     TakenFrames,
+    default_spotting,
     model_spotting,
     replay_stream_steps,
     spot_signs,
@@ -72,7 +73,7 @@ from stages.lib.streaming import (
     take_stream_frames,
 )
 from stages.lib.video import iterate_video_frames, refusal_kind
-from stages.lib.windows import centred_window, spread_windows
+from stages.lib.windows import spread_windows
 
 # Under paths.embedding_cache: each stream's taken frames as embeddings (stream_steps).
 STREAM_CACHE_FOLDER = "streams"
@@ -161,15 +162,11 @@ def refusal_counts(manifest_path: str | Path) -> dict:
 
 # --- clips ------------------------------------------------------------------------------------------
 
-def clip_windows(length: int, seq_len: int, windows: int, reach: float) -> list[np.ndarray]:
-    return spread_windows(length, seq_len, windows, reach) if windows > 1 else [centred_window(length, seq_len)]
-
-
 def head_probabilities(head, split: SplitClips, seq_len: int, windows: int, reach: float) -> np.ndarray:
     """The head on each clip's window(s) of cached embeddings, averaged: (clips, classes)."""
     if len(split) == 0:
         return np.zeros((0, head.output_shape[-1]), np.float32)
-    per_clip = [clip_windows(len(clip), seq_len, windows, reach) for clip in split.clips]
+    per_clip = [spread_windows(len(clip), seq_len, windows, reach) for clip in split.clips]
     batch = np.stack([clip[window] for clip, clip_windows_ in zip(split.clips, per_clip) for window in clip_windows_])
     outputs = head.predict(batch, batch_size=256, verbose=0)                  # (clips x windows, classes)
     return outputs.reshape(len(split), -1, outputs.shape[-1]).mean(axis=1)
@@ -179,7 +176,7 @@ def served_probabilities(bundle: ServedBundle, split: SplitClips, frames_path: s
                          windows: int, reach: float) -> np.ndarray:
     """The served model's TFLite encoder + head on each clip's window(s): (clips, classes)."""
     outputs = [np.mean([bundle.head_engine.run(embeddings[window][None])[0] for window in
-                        clip_windows(len(embeddings), bundle.seq_len, windows, reach)], axis=0)
+                        spread_windows(len(embeddings), bundle.seq_len, windows, reach)], axis=0)
                for embeddings in served_clip_embeddings(bundle, split, frames_path, reuse_embeddings)]
     return np.stack(outputs) if outputs else np.zeros((0, len(bundle.labels)), np.float32)
 
@@ -324,7 +321,7 @@ def main() -> None:
     bundle = load_bundle(paths["model"])
     if bundle.spotting_record is None:
         raise SystemExit(f"{paths['spotting_calibration']} not found: run `dvc repro calibrate` first")
-    spotting = model_spotting(bundle, SpottingSettings())     # the calibrated settings, as Live and the CLI use
+    spotting = model_spotting(bundle, default_spotting())     # the calibrated settings, as Live and the CLI use
     classes, top_k = bundle.labels, settings["top_k"]
     windows, reach = settings["windows"], settings["window_reach"]
     embeddings_attributes = read_attributes(paths["embeddings"])

@@ -6,7 +6,7 @@ Usage:
 With `backbone.name: keypoints` each frame becomes MediaPipe body and hand keypoints instead
 (stages/lib/keypoints.py; `embeddings` is then (total frames, 155)), cached the same way.
 
-Writes `paths.embeddings` (HDF5): `embeddings` (total frames, 1280) float32,
+Writes `paths.embeddings` (HDF5): `embeddings` (total frames, features) float32 (1280 MobileNetV2, 155 keypoints),
 one row per sampled frame in the same order as the frames file, the same
 `offsets` (clip i is rows offsets[i]:offsets[i+1]), per-clip `paths`,
 `labels`, `splits`, `signers`, and attributes naming the backbone, the weights
@@ -53,7 +53,13 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from stages.lib.backbone import BACKBONE_NAME, EMBEDDING_SIZE, PREPROCESSING, build_frame_encoder
+from stages.lib.backbone import (
+    BACKBONE_NAME,
+    EMBEDDING_SIZE,
+    PREPROCESSING,
+    build_frame_encoder,
+    check_recorded_weights,
+)
 from stages.lib.compute import ComputeSettings, WorkerError, map_on_workers, worker_cpu_count
 from stages.lib.engines import FrameEngineRecipe, frame_encoder_tflite_path
 from stages.lib.keypoints import KEYPOINT_FEATURES, KEYPOINT_PREPROCESSING, KEYPOINT_SOURCE
@@ -97,6 +103,7 @@ def frame_engine_plan(params: dict, image_size: int) -> tuple[dict, FrameEngineR
     if params["backbone"]["name"] == KEYPOINTS_BACKBONE:
         return keypoint_signature(image_size), FrameEngineRecipe.for_keypoints(image_size)
     encoder, weights_source = build_frame_encoder(image_size, params["backbone"]["weights"])
+    check_recorded_weights(weights_source, params["paths"]["backbone_weights"])
     engine = params["extract"]["engine"]
     recipe = FrameEngineRecipe.from_encoder(encoder, engine, params["extract"]["batch_size"],
                                             tflite_cache=frame_encoder_tflite_path(weights_source, image_size))
@@ -210,7 +217,7 @@ class ClipJob:
 class ClipEmbedding:
     index: int
     key: str
-    embeddings: np.ndarray         # (clip frames, 1280) float32
+    embeddings: np.ndarray         # (clip frames, features) float32
 
 
 class ClipEmbedder:
@@ -223,7 +230,7 @@ class ClipEmbedder:
 
     def __call__(self, job: ClipJob) -> ClipEmbedding:
         frames = job.frames if job.frames is not None else self.read(job)
-        return ClipEmbedding(job.index, job.key, self.engine.embed(frames))   # (clip frames, 1280)
+        return ClipEmbedding(job.index, job.key, self.engine.embed(frames))   # (clip frames, features)
 
     def read(self, job: ClipJob) -> np.ndarray:
         """The clip's frames from this machine's view of the frames file, checked against the driver's hash."""

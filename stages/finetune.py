@@ -417,13 +417,14 @@ def finetune_end_to_end(params: dict, head_card: dict, policy: str, strategy, fo
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
-    from stages.lib.backbone import build_frame_encoder
+    from stages.lib.backbone import build_frame_encoder, check_recorded_weights
     from stages.lib.models import build_full_model, build_head_from_card, load_model
     settings, paths, seed = params["finetune"], params["paths"], params["base"]["seed"]
     seq_len, image_size = int(head_card["seq_len"]), int(head_card["image_size"])
     keras.mixed_precision.set_global_policy(policy)
     with strategy.scope():
         encoder, weights_source = build_frame_encoder(image_size, params["backbone"]["weights"])
+        check_recorded_weights(weights_source, paths["backbone_weights"])
         if weights_source != head_card["weights_source"]:
             raise SystemExit(f"backbone weights now resolve to {weights_source!r} but the head was trained on "
                              f"embeddings from {head_card['weights_source']!r}: run `dvc repro` from extract")

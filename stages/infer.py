@@ -30,20 +30,18 @@ import cv2
 import numpy as np
 
 from stages.lib.overlay import draw_prediction_band
-from stages.lib.params import ParamsError, load_params
 from stages.lib.served import Prediction, ServedBundle, load_bundle, predict_video
-from stages.lib.streaming import SignSpotter, SpottedSign, SpottingSettings, StreamingRecognizer, model_spotting
+from stages.lib.streaming import (
+    SignSpotter,
+    SpottedSign,
+    SpottingSettings,
+    StreamingRecognizer,
+    default_spotting,
+    model_spotting,
+)
 from stages.lib.video import ClipRefused, iterate_video_frames
 
 WINDOW_NAME = "sign recognition (q to quit)"
-
-
-def params_spotting() -> SpottingSettings:
-    """params.yaml's `spotting:` section when run in the repository; the library defaults elsewhere."""
-    try:
-        return SpottingSettings.from_params(load_params()["spotting"])
-    except (ParamsError, KeyError):
-        return SpottingSettings()
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -69,7 +67,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def spotting_settings(bundle: ServedBundle, arguments: argparse.Namespace) -> SpottingSettings:
     """The model's spotting settings (stages.lib.streaming.model_spotting), with the flags given on top."""
-    settings = model_spotting(bundle, params_spotting())
+    settings = model_spotting(bundle, default_spotting())
     given = {"threshold": arguments.threshold, "min_hold_seconds": arguments.min_hold,
              "smoothing_steps": arguments.smoothing, "release_seconds": arguments.release}
     return replace(settings, **{name: value for name, value in given.items() if value is not None})
@@ -82,7 +80,7 @@ def make_spotter(bundle: ServedBundle, settings: SpottingSettings) -> SignSpotte
 def spot_video_file(bundle: ServedBundle, path: str, settings: SpottingSettings) -> list[SpottedSign]:
     """Feed a file frame by frame, with its own timestamps, through the live path and the spotter."""
     recognizer, spotter = StreamingRecognizer(bundle), make_spotter(bundle, settings)
-    for timestamp, frame in iterate_video_frames(path):
+    for timestamp, frame in iterate_video_frames(path, bundle.sampling.max_seconds):
         recognizer.push_camera_frame(frame, timestamp)
         if recognizer.stepped:
             spotter.update(recognizer.latest_probabilities, timestamp)
@@ -92,7 +90,7 @@ def spot_video_file(bundle: ServedBundle, path: str, settings: SpottingSettings)
 def stream_video_file(recognizer: StreamingRecognizer, path: str) -> Prediction:
     """Feed a file frame by frame through the live path; its last prediction."""
     prediction = None
-    for timestamp, frame in iterate_video_frames(path):
+    for timestamp, frame in iterate_video_frames(path, recognizer.bundle.sampling.max_seconds):
         prediction = recognizer.push_camera_frame(frame, timestamp) or prediction
     if prediction is None:
         bundle = recognizer.bundle

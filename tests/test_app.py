@@ -365,7 +365,7 @@ def test_live_session_shows_the_mean_of_the_last_steps_and_a_sentence(served):
     from stages.lib.streaming import SpottingSettings, StreamingRecognizer
 
     shared = SharedModel(load_bundle(served.model))
-    session = LiveSession(shared, SpottingSettings(threshold=0.0, min_hold_seconds=0.0, smoothing_steps=3))
+    session = LiveSession(shared, SpottingSettings(threshold=0.0, min_hold_seconds=0.0, smoothing_steps=3, release_seconds=0.3))
     reference, steps = StreamingRecognizer(shared.bundle), []       # the same frames through the library alone
     snapshots = []
     for timestamp, frame in looped_camera(served.camera_frames, seconds=6):

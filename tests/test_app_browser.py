@@ -298,10 +298,10 @@ def signs_the_live_path_gets_right(root: Path, stream: Path, truth: list[str]) -
     from stages.infer import spot_video_file
     from stages.lib.served import load_bundle
     from stages.lib.stream_scoring import align
-    from stages.lib.streaming import SpottingSettings, model_spotting
+    from stages.lib.streaming import default_spotting, model_spotting
     bundle = load_bundle(root / "models/model.keras")
     assert bundle.spotting_record is not None, "the default pipeline ran without its calibrate stage"
-    spotting = model_spotting(bundle, SpottingSettings())   # what the Live page starts with: the model's own
+    spotting = model_spotting(bundle, default_spotting())   # what the Live page starts with: the model's own
     emitted = [sign.sign for sign in spot_video_file(bundle, str(stream), spotting)]
     _, matches = align(emitted, truth)
     return [truth[true_index] for _, true_index in matches]

@@ -94,7 +94,7 @@ def test_the_stage_writes_the_models_settings_beside_it_and_evaluate_and_the_cli
     pd.testing.assert_frame_equal(written, pd.DataFrame(calibration["table"]), check_dtype=False)
     assert settings.threshold in written["threshold"].tolist()
 
-    assert model_spotting(bundle, SpottingSettings(threshold=0.123)) == settings
+    assert model_spotting(bundle, SpottingSettings(threshold=0.123, min_hold_seconds=0.0, smoothing_steps=1, release_seconds=0.0)) == settings
     metrics = json.loads((trained_workspace / "reports/metrics.json").read_text())
     assert metrics["spotting"]["threshold"] == settings.threshold
     assert spotting_settings(bundle, parse_arguments(["clip.mp4"])) == settings

@@ -24,6 +24,7 @@ def sampled_workspace(workspace):
     set_params(workspace, {"backbone": {"weights": "imagenet"}})
     run(STAGE + ["stages.generate"], workspace)
     run(STAGE + ["stages.sample"], workspace)
+    run(STAGE + ["stages.weights"], workspace)
     return workspace
 
 

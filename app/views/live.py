@@ -156,9 +156,11 @@ def render() -> None:
     smoothing_steps = smoothing_column.slider(
         "Smoothing (model steps averaged)", 1, MAX_SMOOTHING_STEPS, spotting.smoothing_steps,
         help="Average the probabilities over this many recent model steps: steadier, but slower to change.")
-    # The key holds the model, so another model's slider starts at that model's own threshold.
+    # The key holds the model and its files' version, so another model's slider, or this one's after a
+    # re-calibration (a `spotting.*` experiment), starts at that model's own threshold.
     threshold = threshold_column.slider(
-        "Confidence threshold", 0.0, 1.0, spotting.threshold, 0.05, key=f"threshold:{shared.bundle.model_path}",
+        "Confidence threshold", 0.0, 1.0, spotting.threshold, 0.05,
+        key=f"threshold:{shared.bundle.model_path}:{hash(shared.version)}",
         help="A sign must reach this smoothed probability, and hold it, before it joins the sentence. "
              f"It starts at {spotting.threshold:g}{settings.spotting_origin(shared.bundle)}.")
     live_session.update_settings(smoothing_steps, threshold)

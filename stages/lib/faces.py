@@ -123,6 +123,11 @@ class SigningSpaceTracker:
     def __init__(self, search_every_seconds: float = LIVE_SEARCH_SECONDS):
         self.search_every_seconds = search_every_seconds
         self.recent: deque[CropBox] = deque(maxlen=LIVE_RECENT_FACES)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the faces seen: a new person, or a restarted camera, gets a box of their own."""
+        self.recent.clear()
         self.next_search: float | None = None
         self.box: CropBox | None = None
 

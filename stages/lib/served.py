@@ -37,7 +37,7 @@ import numpy as np
 
 from stages.lib.params import KEYPOINTS_BACKBONE
 from stages.lib.video import COLOR_ORDER, PREPROCESSING_DESCRIPTION, Sampling, sample_clip
-from stages.lib.windows import centred_window, spread_windows
+from stages.lib.windows import spread_windows
 
 CARD_KIND = "sign-recognizer-full-graph"
 
@@ -88,6 +88,30 @@ def card_path_for(model_path: Path) -> Path:
 def spotting_path_for(model_path: str | Path) -> Path:
     """Where a model's calibrated spotting settings sit: beside it, `<name>.spotting.json`."""
     return Path(model_path).with_suffix(".spotting.json")
+
+
+def bundle_files(model_path: str | Path) -> list[Path]:
+    """Every file a served model is made of: the graph, its card, the files the card lists, and the
+    calibrated spotting record when there is one (calibrate writes it after assemble)."""
+    model_path = Path(model_path)
+    files = [model_path, card_path_for(model_path)]
+    card_path = card_path_for(model_path)
+    if card_path.exists():
+        listed = json.loads(card_path.read_text()).get("files", {})
+        files += [model_path.with_name(relative) for relative in listed.values()]
+    files.append(spotting_path_for(model_path))
+    return list(dict.fromkeys(files))
+
+
+def bundle_version(model_path: str | Path) -> tuple[tuple[str, int, int], ...]:
+    """(name, mtime_ns, size) of each bundle file that exists: changes whenever any of them is rewritten,
+    so a cache keyed on it reloads after a `spotting.*` experiment (only calibrate re-ran) too."""
+    version = []
+    for path in bundle_files(model_path):
+        if path.exists():
+            stat = path.stat()
+            version.append((path.name, stat.st_mtime_ns, stat.st_size))
+    return tuple(version)
 
 
 def find_bundles(models_dir: str | Path) -> list[Path]:
@@ -239,8 +263,7 @@ def classify_clip_frames(bundle: ServedBundle, frames: np.ndarray, top_k: int = 
     """A sampled clip (frames, H, W, 3) -> Prediction of its centred window, or the mean of `windows`
     windows spread over +-`reach` of it (test-time averaging)."""
     predict = bundle.predict_window_fast if fast else bundle.predict_window
-    indices = spread_windows(len(frames), bundle.seq_len, windows, reach) if windows > 1 \
-        else [centred_window(len(frames), bundle.seq_len)]
+    indices = spread_windows(len(frames), bundle.seq_len, windows, reach)   # windows 1: the centred one
     probabilities = np.mean([predict(frames[window]) for window in indices], axis=0)
     return prediction_from_probabilities(probabilities, bundle.labels, top_k)
 

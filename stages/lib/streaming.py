@@ -2,10 +2,10 @@
 
 Usage:
     from stages.lib.served import load_bundle
-    from stages.lib.streaming import SignSpotter, SpottingSettings, StreamingRecognizer, model_spotting
+    from stages.lib.streaming import SignSpotter, StreamingRecognizer, default_spotting, model_spotting
     bundle = load_bundle("models/model.keras")
     recognizer = StreamingRecognizer(bundle)
-    spotter = SignSpotter(bundle.labels, bundle.no_sign_label, model_spotting(bundle, SpottingSettings()),
+    spotter = SignSpotter(bundle.labels, bundle.no_sign_label, model_spotting(bundle, default_spotting()),
                           bundle.window_seconds)
     for timestamp, frame_bgr in camera:                 # any rate, e.g. 30 fps
         if recognizer.push_camera_frame(frame_bgr, timestamp) is not None and recognizer.stepped:
@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.lib.params import load_params
 from stages.lib.served import Prediction, ServedBundle, prediction_from_probabilities
 from stages.lib.video import SamplingClock, prepare_reduced_frame, reduce_frame
 
@@ -68,7 +69,7 @@ class StreamingRecognizer:
         self.top_k = top_k
         # A gap longer than a window (a paused stream) refills the buffer with one frame, no more.
         self.clock = SamplingClock(bundle.sample_fps, max_ticks=bundle.seq_len)
-        self.embeddings: deque[np.ndarray] = deque(maxlen=bundle.seq_len)   # each (1280,)
+        self.embeddings: deque[np.ndarray] = deque(maxlen=bundle.seq_len)   # each (features,)
         # The card's crop rule, applied to camera frames as sampling applied it to clips.
         self.crop_tracker = None
         if bundle.sampling.crop == "signing_space":
@@ -90,7 +91,10 @@ class StreamingRecognizer:
         return len(self.embeddings) / self.bundle.seq_len
 
     def reset(self) -> None:
+        """A new stream: an empty buffer, a new clock, and no crop box kept from the last person."""
         self.clock.reset()
+        if self.crop_tracker is not None:
+            self.crop_tracker.reset()
         self.embeddings.clear()
         self.latest = self.latest_probabilities = None
         self.stepped = False
@@ -100,7 +104,7 @@ class StreamingRecognizer:
         """A raw camera frame (H, W, 3) BGR at `timestamp` seconds through the clock and the backbone, not the head.
 
         None when the clock skips it (no backbone run); else (the clock ticks it covers, more
-        than 1 after a gap in the stream; its (1280,) embedding): what enters the ring buffer.
+        than 1 after a gap in the stream; its (features,) embedding): what enters the ring buffer.
         """
         ticks = self.clock.ticks(timestamp)
         if not ticks:
@@ -110,7 +114,7 @@ class StreamingRecognizer:
         return ticks, self.embed_prepared_frame(prepare_reduced_frame(reduced, self.bundle.image_size, crop))
 
     def embed_prepared_frame(self, frame_rgb: np.ndarray) -> np.ndarray:
-        """(image_size, image_size, 3) RGB uint8, already through `prepare_frame` -> its (1280,) embedding."""
+        """(image_size, image_size, 3) RGB uint8, already through `prepare_frame` -> its (features,) embedding."""
         return self.bundle.frame_engine.embed(frame_rgb[None])[0]
 
     def push_camera_frame(self, frame_bgr: np.ndarray, timestamp: float) -> Prediction | None:
@@ -145,16 +149,27 @@ class StreamingRecognizer:
 
 @dataclass(frozen=True)
 class SpottingSettings:
-    """The spotting params (params.yaml `spotting:`); defaults chosen on validation streams, see README."""
-    threshold: float = 0.6
-    min_hold_seconds: float = 0.3
-    smoothing_steps: int = 3
-    release_seconds: float = 0.3
+    """The spotting params (params.yaml `spotting:`, chosen on validation streams). No defaults here:
+    params.yaml is their one home (`default_spotting`), and a model's calibrated record comes before it."""
+    threshold: float
+    min_hold_seconds: float
+    smoothing_steps: int
+    release_seconds: float
 
     @classmethod
     def from_params(cls, spotting: dict) -> SpottingSettings:
         return cls(float(spotting["threshold"]), float(spotting["min_hold_seconds"]),
                    int(spotting["smoothing_steps"]), float(spotting["release_seconds"]))
+
+
+# The repository's params.yaml, beside the `stages` package wherever it runs (a clone, a devset or test
+# workspace), so that a model without a calibration record falls back to the settings a user can see.
+REPOSITORY_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+
+
+def default_spotting(params_path: str | Path = REPOSITORY_PARAMS) -> SpottingSettings:
+    """params.yaml's `spotting:` section: the fallback for a model without its own `.spotting.json`."""
+    return SpottingSettings.from_params(load_params(params_path)["spotting"])
 
 
 def model_spotting(bundle: ServedBundle, fallback: SpottingSettings) -> SpottingSettings:

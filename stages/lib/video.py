@@ -485,16 +485,20 @@ def resolve_frame_range(frame_range: tuple[int, int] | None, num_frames: int) ->
     return first, last, ""
 
 
-def iterate_video_frames(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
+def iterate_video_frames(path: str | Path, max_seconds: float = 0.0) -> Iterator[tuple[float, np.ndarray]]:
     """Every decodable frame of a video as (timestamp in seconds, BGR frame), like a camera would give.
 
     Timestamps are the decoder's, as `sample` takes them (`DecoderTimestamps`), so a
     file can drive the live streaming path exactly as a webcam does, and a
-    variable-rate phone clip is seen at the moments it was filmed.
+    variable-rate phone clip is seen at the moments it was filmed. With
+    `max_seconds` above 0 a longer file is refused (ClipRefused), as `sample`
+    refuses it: from its header before any frame, else at the first frame past it.
     """
     path = Path(path)
     check_file_not_empty(path)
-    _, fps = read_header(path)
+    header_count, fps = read_header(path)
+    limit = Sampling(fps=1.0, image_size=1, max_seconds=max_seconds)
+    check_not_too_long(header_count, fps, limit)
     capture = cv2.VideoCapture(str(path))
     timestamps = DecoderTimestamps(fps or FALLBACK_CAMERA_FPS)
     try:
@@ -503,7 +507,11 @@ def iterate_video_frames(path: str | Path) -> Iterator[tuple[float, np.ndarray]]
             ok, frame = capture.read()
             if not ok or frame is None:
                 break
-            yield timestamps.seconds(capture, index) - timestamps.origin, frame
+            seconds = timestamps.seconds(capture, index) - timestamps.origin
+            if max_seconds > 0 and seconds > max_seconds:
+                raise ClipRefused(f"too long: at least {seconds:.1f} s, at most {max_seconds:g} s "
+                                  "(sample.max_seconds)")
+            yield seconds, frame
             index += 1
     finally:
         capture.release()
