@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from app.recordings import RecordingError, write_recording
+from app.training import RunGoing, recordings_unchanged_by_runs
 from stages.lib.overlay import draw_prediction_band
 
 IDLE, COUNTDOWN, RECORDING, SAVING, SAVED, FAILED = "idle", "countdown", "recording", "saving", "saved", "failed"
@@ -72,8 +74,10 @@ class RecorderStatus:
 
 
 class Recorder:
-    def __init__(self, recordings_dir: Path, watchdog_grace_seconds: float = WATCHDOG_GRACE_SECONDS):
+    def __init__(self, recordings_dir: Path, watchdog_grace_seconds: float = WATCHDOG_GRACE_SECONDS,
+                 runs_root: Path | None = None):
         self.recordings_dir = Path(recordings_dir)
+        self.runs_root = runs_root            # the app's root: saving holds its training-run lock
         self._watchdog_grace = watchdog_grace_seconds
         # Shared by the frame, timer, writer and script threads: read and written under this lock.
         self._lock = threading.Lock()
@@ -188,9 +192,14 @@ class Recorder:
               request: RecordingRequest, started_at: datetime) -> None:
         """THREAD BOUNDARY: a writer thread of its own. Writes the clip, then says how it went."""
         try:
-            path = write_recording(frames, fps, self.recordings_dir, request.sign, request.signer, started_at,
-                                   timestamps=timestamps)
+            with recordings_unchanged_by_runs(self.runs_root) if self.runs_root else nullcontext():
+                path = write_recording(frames, fps, self.recordings_dir, request.sign, request.signer, started_at,
+                                       timestamps=timestamps)
             outcome = {"phase": SAVED, "clip_path": path}
+        except RunGoing:
+            outcome = {"phase": FAILED, "message": "A training run started while this clip was recorded: it was not "
+                                                   "saved, so the run trains on exactly the clips it found. Record "
+                                                   "it again when the run has finished."}
         except RecordingError as error:
             outcome = {"phase": FAILED, "message": str(error)}
         except Exception as error:  # an encoder failure nobody foresaw: still a message, never a dead thread

@@ -35,7 +35,7 @@ RTC_SECRETS_KEY = "rtc_configuration"
 DEFAULT_RTC_CONFIGURATION: dict[str, Any] = {"iceServers": []}
 
 # Defaults for an `app:` or `record:` section missing from an older params.yaml (values as in params.yaml).
-DEFAULT_APP_SETTINGS = {"max_upload_mb": 50, "sentence_length": 12, "gallery_clips": 6}
+DEFAULT_APP_SETTINGS = {"max_upload_mb": 50, "sentence_length": 12, "gallery_clips": 6, "train_from_network": False}
 DEFAULT_RECORD_SETTINGS = {"recordings": "data/recordings", "seconds": 2.5, "countdown_seconds": 3,
                            "target_clips": 10, "train_overrides": []}
 

@@ -38,10 +38,27 @@ class SharedModel:
 def load_shared_model(model_path: str, version: tuple) -> SharedModel:
     """Load once per process and bundle version (`bundle_version`: every file of the bundle, so a re-trained
     model and a re-calibrated threshold alike reload)."""
+    return build_shared_model(model_path, version)
+
+
+def build_shared_model(model_path: str, version: tuple) -> SharedModel:
     bundle = load_bundle(model_path)
     # Build the TFLite interpreters now rather than inside the first webcam frame.
     bundle.frame_engine, bundle.head_engine  # noqa: B018 (cached properties: the access builds them)
     return SharedModel(bundle, version)
+
+
+@st.cache_resource(show_spinner="Loading the model for uploads…", max_entries=2)
+def load_upload_model(model_path: str, version: tuple) -> SharedModel:
+    """A second copy of a model, with interpreters and a lock of its own, for the Upload page: a long upload
+    runs the backbone over every frame, and holding the live path's lock for that would freeze every
+    webcam (streamlit-webrtc drops a frame callback after 10 s)."""
+    return build_shared_model(model_path, version)
+
+
+def model_for_uploads(shared: SharedModel) -> SharedModel:
+    """The upload copy of `shared`'s model, at the same version."""
+    return load_upload_model(str(shared.bundle.model_path), shared.version)
 
 
 def available_models(settings: AppSettings) -> list[Path]:

@@ -10,15 +10,19 @@ Usage (the Train page):
 The wrapper the page starts (not for people):
     python -m app.training --root <root> --run <name> --lock-fd <fd>
 
-A run is `dvc exp run --name <name> evaluate -S data.source=folder -S
-data.path=<recordings> -S data.split=<mode> [-S <override>...]` in the app's
-root: the same command a terminal user types, so it shows in `dvc exp show`
-like any other experiment, and its results stay in the workspace as DVC
-leaves them. The page starts a small wrapper (`main` below) in a session of
+A run is `dvc exp run --temp --name <name> evaluate -S data.source=folder -S
+data.path=<recordings, absolute> -S data.split=<mode> [-S <override>...]` in
+the app's root: the command a terminal user types, so it shows in `dvc exp
+show` like any other experiment. `--temp` runs it in a copy DVC makes under
+.dvc/tmp, so the user's workspace (params.yaml, dvc.lock, the default model
+the Live page serves, the built-in clips) stays byte for byte as it was, after
+a run and after a Cancel alike. The recordings are git-ignored, so DVC's copy
+does not hold them: the run names them by absolute path. The page starts a small wrapper (`main` below) in a session of
 its own (`start_new_session`), so a page reload, a closed browser or a
 stopped Streamlit server leaves it running. The wrapper runs DVC, waits, and
 when the run succeeds copies the new served model to
-`<models>/recordings/<name>/` with the run's metrics in its card, where the
+`<models>/recordings/<name>/` with the run's metrics in its card, read out of
+the experiment's commit and the DVC cache (`dvc.api`), where the
 Model page finds it and where a later `dvc repro` of the default pipeline
 never writes.
 
@@ -47,6 +51,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -166,6 +171,28 @@ def open_lock(root: Path) -> int:
     return os.open(runs_dir(root) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
 
 
+@contextmanager
+def recordings_unchanged_by_runs(root: Path):
+    """Hold the run lock around a write or delete in the recordings folder; RunGoing when a run holds it.
+
+    A run's `dvc.lock` records a hash of the recordings that sample read: a clip saved or discarded
+    mid-run would make it record clips the pipeline never saw. While this is held, `start_run` says a
+    run is going, for the second or so a save takes.
+    """
+    descriptor = open_lock(root)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunGoing(going_run(root)) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
+
+
 def going_run_name(root: Path) -> str | None:
     """The name of the run holding the lock now; None when no run is going."""
     if not (runs_dir(root) / LOCK_FILE).exists():
@@ -205,9 +232,10 @@ def new_run_name(root: Path, now: datetime) -> str:
 
 
 def experiment_command(recordings: str, split_mode: str, overrides: list[str], name: str) -> list[str]:
-    """The `dvc exp run` of a run: list arguments, never a shell line (an override cannot become a command)."""
+    """The `dvc exp run --temp` of a run: list arguments, never a shell line (an override cannot become a
+    command). `recordings` must be absolute: the temporary copy DVC runs in has no git-ignored folders."""
     settings = ["data.source=folder", f"data.path={recordings}", f"data.split={split_mode}", *overrides]
-    return ["dvc", "exp", "run", "--name", name, EXPERIMENT_TARGET,
+    return ["dvc", "exp", "run", "--temp", "--name", name, EXPERIMENT_TARGET,
             *[argument for setting in settings for argument in ("-S", setting)]]
 
 
@@ -243,7 +271,8 @@ def start_run(root: Path, recordings: str, split_mode: str, overrides: list[str]
         folder.mkdir()
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, name.encode(), 0)            # who holds the lock, for other sessions to see
-        command = experiment_command(recordings, split_mode, list(overrides), name)
+        recordings_path = (root / recordings).resolve().as_posix()
+        command = experiment_command(recordings_path, split_mode, list(overrides), name)
         state = {"name": name, "status": STARTING, "command": command, "started_at": time.time(),
                  "recordings": recordings, "split": split_mode, "overrides": list(overrides)}
         write_json_atomically(folder / STATE_FILE, state)
@@ -399,19 +428,56 @@ def executable(command: list[str]) -> list[str]:
     return [sys.executable, "-m", *command] if command[0] == "dvc" else command
 
 
+def experiment_commit(root: Path, name: str) -> str:
+    """The commit `dvc exp run --name <name>` made under refs/exps/ (the run's results live there)."""
+    listed = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps/"], cwd=root,
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    for line in listed:
+        commit, reference = line.split(" ", 1)
+        if reference.endswith(f"/{name}"):
+            return commit
+    raise KeyError(f"no experiment named {name} under refs/exps/")
+
+
+def materialise_experiment_files(root: Path, commit: str, relative_paths: list[str], target: Path) -> None:
+    """Each path as the experiment left it (git for git-tracked files, the DVC cache for outputs), under
+    `target` with the same relative layout; the workspace is never touched."""
+    import dvc.api
+    for relative in relative_paths:
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with dvc.api.open(relative, repo=str(root), rev=commit, mode="rb") as source:
+            destination.write_bytes(source.read())
+
+
 def keep_model(root: Path, run: TrainingRun) -> tuple[Path, dict]:
-    """Copy the run's served model to <models>/recordings/<run>/ with its metrics; (model path, metrics)."""
+    """Copy the run's served model, out of its experiment, to <models>/recordings/<run>/ with its metrics;
+    (model path, metrics)."""
+    import shutil
+
+    import yaml
+
     from app.reports import is_number, read_json
-    from stages.lib.params import load_params
     from stages.lib.served import copy_bundle
-    params = load_params(root / "params.yaml")            # as the run left it (the experiment's params)
-    model_path = root / params["paths"]["model"]
-    metrics = {key: value for key, value in (read_json(root / params["paths"]["metrics"]) or {}).items()
-               if is_number(value) or isinstance(value, str)}
-    card_updates = {"metrics": metrics, "experiment": run.name, "trained_on": {
-        "recordings": run.state.get("recordings"), "split": run.state.get("split"),
-        "overrides": run.state.get("overrides")}}
-    kept = copy_bundle(model_path, model_path.parent / KEPT_MODELS_FOLDER / run.name, card_updates)
+    commit = experiment_commit(root, run.name)
+    params = yaml.safe_load(subprocess.run(["git", "show", f"{commit}:params.yaml"], cwd=root, capture_output=True,
+                                           text=True, check=True).stdout)    # the experiment's params
+    paths = params["paths"]
+    bundle = [paths[key] for key in ("model", "model_card", "frame_encoder_tflite", "head_tflite",
+                                     "spotting_calibration")]
+    staging = run.folder / "outputs"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        materialise_experiment_files(root, commit, [*bundle, paths["metrics"]], staging)
+        metrics = {key: value for key, value in (read_json(staging / paths["metrics"]) or {}).items()
+                   if is_number(value) or isinstance(value, str)}
+        card_updates = {"metrics": metrics, "experiment": run.name, "trained_on": {
+            "recordings": run.state.get("recordings"), "split": run.state.get("split"),
+            "overrides": run.state.get("overrides")}}
+        model_path = root / paths["model"]
+        kept = copy_bundle(staging / paths["model"], model_path.parent / KEPT_MODELS_FOLDER / run.name, card_updates)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return kept, metrics
 
 
@@ -448,7 +514,7 @@ def main() -> None:
         try:
             kept, metrics = keep_model(root, TrainingRun(run.name, run.folder, state))
             state.update(status=SUCCEEDED, model=kept.relative_to(root).as_posix(), metrics=metrics)
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, subprocess.CalledProcessError) as error:
             state.update(status=FAILED, reason=[f"the run finished, but its model could not be kept: {error}"])
     write_json_atomically(run.folder / STATE_FILE, state)
     print(f"training run {run.name}: {state['status']}", flush=True)

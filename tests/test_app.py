@@ -294,6 +294,18 @@ def test_upload_of_a_good_clip_shows_its_top3_the_signs_and_the_frames_the_model
     assert len(strip.imgs) == len(frames) == len(fixed_rate_indices(len(served.camera_frames), CLIP_FPS, SAMPLE_FPS))
 
 
+def test_an_upload_never_waits_for_the_live_paths_lock(served):
+    """The webcam's model lock held (as a live frame is being recognised): an upload still finishes, on the
+    model's upload copy, and its result is cached by content, so the page's reruns do not redo it."""
+    from app.state import load_shared_model, model_for_uploads
+    from stages.lib.served import bundle_version
+    live = load_shared_model(str(served.model), bundle_version(served.model))
+    assert model_for_uploads(live) is not live and model_for_uploads(live).lock is not live.lock
+    with live.lock:                      # held for the whole upload: it would deadlock if the upload took it
+        app = upload("my clip.avi", served.camera_clip.read_bytes())
+    assert not app.error and app.metric
+
+
 def test_upload_of_a_corrupt_clip_explains_instead_of_crashing(served):
     app = upload("broken.mp4", b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8, "video/mp4")
     assert "cannot be used" in texts(app.error)
@@ -568,15 +580,16 @@ def test_train_page_shows_why_a_run_failed_in_the_pipelines_words(recordings_roo
     # Every clip two frames long: names and split look fine, but sample.min_frames (3) refuses them all.
     write_recordings(recordings_root / "data" / "recordings", {"thanks": 8, "wave": 8, "_none": 8}, frames=2)
     app = run_page("train")
-    assert "dvc exp run --name rec-" in texts(app.code)
-    assert "-S data.source=folder -S data.path=data/recordings -S data.split=stratified" in texts(app.code)
+    recordings = (recordings_root / "data/recordings").resolve().as_posix()
+    assert "dvc exp run --temp --name rec-" in texts(app.code)              # outside the workspace
+    assert f"-S data.source=folder -S data.path={recordings} -S data.split=stratified" in texts(app.code)
     train_button(app).click().run()
     assert not app.exception, [error.message for error in app.exception]
     app = wait_for_run_to_end(app, recordings_root)
     errors = texts(app.error)
     assert "The run failed" in errors
     assert "class 'thanks' has no usable clip: all 8 of its files were refused (8 too short)" in errors
-    assert "sample: not one usable clip among 24 files found under data/recordings" in errors
+    assert f"sample: not one usable clip among 24 files found under {recordings}" in errors
     assert "the sample stage stopped there" in errors
     assert "Traceback" not in errors and "File \"" not in errors
 
@@ -604,6 +617,23 @@ def test_a_second_click_while_a_run_goes_says_so_links_to_it_and_cancel_ends_it(
     app = wait_for_run_to_end(second, recordings_root, 60)
     assert effective_status(recordings_root, latest_run(recordings_root)) == CANCELLED
     assert "The run was cancelled" in texts(app.warning)
+
+
+def test_the_app_listens_on_localhost_and_starts_no_run_when_opened_to_the_network(recordings_root):
+    import tomllib
+
+    from streamlit import config
+
+    from app.training import latest_run
+    assert tomllib.loads((REPO_ROOT / ".streamlit/config.toml").read_text())["server"]["address"] == "localhost"
+    write_recordings(recordings_root / "data" / "recordings", {"thanks": 8, "wave": 8, "_none": 8})
+    config.set_option("server.address", "0.0.0.0")           # `streamlit run ... --server.address 0.0.0.0`
+    try:
+        app = run_page("train")
+    finally:
+        config.set_option("server.address", "localhost")
+    assert "training runs are off, so nobody on the network can start them" in texts(app.warning)
+    assert train_button(app).disabled and latest_run(recordings_root) is None
 
 
 def test_train_page_checks_extra_params_before_anything_runs(recordings_root):
@@ -709,3 +739,17 @@ def test_experiment_rows_come_from_dvc_exp_show_json():
     assert rows[1]["param train.learning_rate"] == 0.0003 and "param paths.model" not in rows[0]
     with pytest.raises(RuntimeError, match="not a DVC repository"):
         run_dvc_exp_show(Path("/"))
+
+
+def test_a_class_named_with_html_is_shown_as_text_on_the_gallery():
+    """A class folder named `<b>x</b>` (legal on disk) must never become markup in the HTML-enabled verdict."""
+    from app.recognition import Recognition
+    from app.views.gallery import result_markdown
+    from stages.lib.served import prediction_from_probabilities
+    labels = ["<b>x</b>", "<img src=y onerror=alert(1)>", "wave"]
+    prediction = prediction_from_probabilities(np.array([0.7, 0.2, 0.1]), labels, top_k=3)
+    shown = result_markdown(Recognition(prediction, None), "<b>x</b>")
+    assert "<b>" not in shown and "<img" not in shown
+    assert "&lt;b&gt;x&lt;/b&gt;" in shown and "&lt;img src=y onerror=alert(1)&gt;" in shown
+    refused = result_markdown(Recognition(None, None, problem="<script>bad</script>"), "wave")
+    assert "<script>" not in refused

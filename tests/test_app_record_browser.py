@@ -319,11 +319,14 @@ def test_record_train_and_recognise_your_own_signs(tmp_path, app_server, browser
         driver.get(f"{url}/train")
         wait_until(lambda driver=driver: "The same run from a terminal" in page_text(driver), PAGE_READY_SECONDS)
     assert "base.seq_len=8" in text_of(driver, "textarea")            # the params.yaml overrides, prefilled
+    before = workspace_state(root)
     click(driver, "Train on my recordings")
     finished = wait_until(lambda: "The run finished" in page_text(driver) or "The run failed" in page_text(driver),
                           RUN_SECONDS, interval=2)
     assert finished and "The run finished" in page_text(driver), page_text(driver)[-3000:]
     assert "Test accuracy" in page_text(driver)
+    assert workspace_state(root) == before            # the run went on outside the workspace (dvc exp run --temp)
+    assert not (root / "models/model.keras").exists()         # the default model's place stays as it was
     if TAKE_SCREENSHOTS:
         screenshot(driver, "train.png")
     timings["train"] = time.monotonic() - started - timings["record"]
@@ -350,6 +353,15 @@ def test_record_train_and_recognise_your_own_signs(tmp_path, app_server, browser
     timings["live"] = time.monotonic() - started - timings["record"] - timings["train"]
     print(f"\nclips per sign {clip_counts(root)}; timings (s): "
           + ", ".join(f"{name} {seconds:.0f}" for name, seconds in timings.items()))
+
+
+def workspace_state(root) -> tuple[str, str, bytes]:
+    """What a Train-page run must leave as it was: `git status`, `dvc status`, and params.yaml's bytes."""
+    import subprocess
+
+    from tests.conftest import DVC, run_unchecked
+    git = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
+    return git.stdout, run_unchecked(DVC + ["status", "--json"], root).stdout, (root / "params.yaml").read_bytes()
 
 
 def slider_value(driver, label: str) -> float:

@@ -77,7 +77,7 @@ def test_generate_must_leave_training_signers():
     ("train_overrides", ["data.path=/etc"], r"data.\* cannot be overridden here"),
     ("train_overrides", ["paths.model=/tmp/x"], r"paths.\* cannot be overridden here"),
     ("train_overrides", ["train.epochs="], r"'train.epochs=' has no value"),
-    ("train_overrides", ["train.epochs=[1"], r"the value is not valid YAML"),
+    ("train_overrides", ["train.epochs=[1"], r"the value is not one `dvc exp run -S` accepts"),
     ("train_overrides", ["base.image_size=16"], r"base.image_size is 16; it must be at least 32"),
 ])
 def test_record_params_and_their_train_overrides_are_checked(key, value, message):
@@ -92,6 +92,18 @@ def test_train_overrides_are_read_as_yaml_like_dvc_exp_run_reads_them():
     assert changed["finetune"]["augment"]["brightness"] == 0.2
     assert DEFAULTS["train"]["epochs"] != 5                            # a copy: the params stay as they were
     validate_params(with_change("record", "train_overrides", ["train.epochs=5", "base.image_size=64"]))
+
+
+def test_the_readmes_learning_rate_override_is_a_number_as_dvc_reads_it():
+    """`dvc exp run -S train.learning_rate=3e-4` is a number to DVC (Hydra's grammar); YAML 1.1 read a string."""
+    from stages.lib.params import apply_overrides, parse_override
+    assert parse_override("train.learning_rate=3e-4") == ("train.learning_rate", 3e-4)
+    assert parse_override("train.lstm_units=192") == ("train.lstm_units", 192)
+    changed = apply_overrides(DEFAULTS, ["train.learning_rate=3e-4"])
+    validate_params(changed)
+    validate_params(with_change("record", "train_overrides", ["train.learning_rate=3e-4"]))
+    with pytest.raises(ParamsError, match=r"not one `dvc exp run -S` accepts"):
+        parse_override("train.lstm_units=[1,")
 
 
 @pytest.mark.parametrize("address", [None, "auto", "10.0.0.5:6379", "head.example.org:6379", "ray://10.0.0.5:10001"])

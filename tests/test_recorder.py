@@ -5,6 +5,7 @@ Usage:
 """
 from __future__ import annotations
 
+import os
 import time
 
 import cv2
@@ -149,3 +150,26 @@ def test_a_camera_that_drops_frames_is_recorded_at_the_moments_it_sent_them(tmp_
     kept = [seconds for seconds, _ in iterate_video_frames(status.clip_path)]
     start = sent[0]
     assert kept == pytest.approx([timestamp - start for timestamp in sent if timestamp - start < 1.0], abs=2e-3)
+
+
+def test_a_clip_is_not_saved_into_the_folder_while_a_training_run_holds_it(tmp_path):
+    """A run's dvc.lock hashes the recordings sample read: a clip written mid-run would not be among them."""
+    import fcntl
+
+    from app.training import open_lock
+    root = tmp_path / "root"
+    recorder = Recorder(tmp_path / "recordings", runs_root=root)
+    descriptor = open_lock(root)
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)          # as a going run holds it
+    try:
+        recorder.start(RecordingRequest("thanks", "ana", seconds=0.5, countdown_seconds=0.0))
+        play(recorder, 1.0)
+        status = wait_for(recorder, (SAVED, FAILED))
+        assert status.phase == FAILED and "training run" in status.message
+        assert not list((tmp_path / "recordings").rglob("*.mp4"))
+    finally:
+        os.close(descriptor)                                        # the run ends: its lock goes with it
+    recorder.clear()
+    recorder.start(RecordingRequest("thanks", "ana", seconds=0.5, countdown_seconds=0.0))
+    play(recorder, 1.0)
+    assert wait_for(recorder, (SAVED, FAILED)).phase == SAVED

@@ -27,7 +27,7 @@ from app.training import (
     read_run,
     start_run,
 )
-from tests.conftest import make_workspace, write_recordings
+from tests.conftest import DVC, make_workspace, run_unchecked, write_recordings
 
 # What DVC and the stages print, cut from a real run of the pipeline on recordings.
 SUCCESSFUL_LOG = """\
@@ -84,10 +84,11 @@ ERROR: failed to reproduce 'train': failed to run: python -m stages.train, exite
 """
 
 
-def test_the_command_is_dvc_exp_run_with_every_setting_as_its_own_argument():
-    command = experiment_command("data/recordings", "signer", ["train.epochs=3", "base.image_size=64"], "rec-1")
-    assert command == ["dvc", "exp", "run", "--name", "rec-1", "evaluate", "-S", "data.source=folder",
-                       "-S", "data.path=data/recordings", "-S", "data.split=signer",
+def test_the_command_is_dvc_exp_run_outside_the_workspace_with_every_setting_as_its_own_argument():
+    command = experiment_command("/home/ana/signs/data/recordings", "signer", ["train.epochs=3", "base.image_size=64"],
+                                 "rec-1")
+    assert command == ["dvc", "exp", "run", "--temp", "--name", "rec-1", "evaluate", "-S", "data.source=folder",
+                       "-S", "data.path=/home/ana/signs/data/recordings", "-S", "data.split=signer",
                        "-S", "train.epochs=3", "-S", "base.image_size=64"]
 
 
@@ -163,8 +164,16 @@ def process_alive(process_id: int) -> bool:
     return not Path(f"/proc/{process_id}/stat").read_text().split(") ")[1].startswith("Z")   # not a zombie
 
 
+def workspace_state(root: Path) -> tuple[str, str, bytes]:
+    """What a run must leave as it was: `git status`, `dvc status`, and params.yaml's bytes."""
+    git = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
+    dvc = run_unchecked(DVC + ["status", "--json"], root)
+    return git.stdout, dvc.stdout, (root / "params.yaml").read_bytes()
+
+
 def test_one_run_at_a_time_and_cancel_ends_its_process_group_and_nothing_else(recorded_workspace):
     root = recorded_workspace
+    before = workspace_state(root)
     bystander = subprocess.Popen(["sleep", "120"], start_new_session=True)     # someone else's process
     try:
         run = start_run(root, "data/recordings", "stratified", ["train.epochs=2"])
@@ -180,12 +189,14 @@ def test_one_run_at_a_time_and_cancel_ends_its_process_group_and_nothing_else(re
         assert wait_until(lambda: going_run_name(root) is None, 30), "the run still holds its lock"
         assert wait_until(lambda: subprocess.run(["pgrep", "-g", str(group)], capture_output=True).returncode, 15)
         assert effective_status(root, read_run(root, run.name)) == CANCELLED
+        assert workspace_state(root) == before                 # a Cancel leaves no half-run workspace
         assert process_alive(bystander.pid) and process_alive(os.getpid())
         assert not cancel_run(root, read_run(root, run.name))                 # nothing left to cancel
 
         again = start_run(root, "data/recordings", "stratified", ["generate.classes=99"])   # the lock is free
         assert wait_until(lambda: going_run_name(root) is None, 120)
         assert "generate.classes is 99; the built-in vocabulary has 12" in read_run(root, again.name).state["reason"]
+        assert workspace_state(root) == before
     finally:
         os.killpg(bystander.pid, signal.SIGKILL)
         bystander.wait()

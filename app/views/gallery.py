@@ -9,6 +9,7 @@ model never saw in training), one per sign, listed from
 """
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import pandas as pd
@@ -55,12 +56,15 @@ def result_key(shared: SharedModel, clip_path: Path) -> tuple[str, str]:
 
 
 def result_markdown(recognition, true_label: str) -> str:
+    """The verdict as HTML-enabled markdown. Labels come from folder names and index files, where `<` is
+    allowed: every label and message is escaped, so none is rendered as HTML."""
     if recognition.prediction is None:
-        return f":material/warning: {recognition.problem}"
+        return f":material/warning: {html.escape(recognition.problem)}"
     sign, probability = recognition.prediction.top[0]
     verdict = ":green[:material/check_circle: right]" if sign == true_label else ":red[:material/cancel: wrong]"
-    others = ", ".join(f"{name} {p:.0%}" for name, p in recognition.prediction.top[1:])
-    return f"{verdict} **{sign}** ({probability:.0%})" + (f"  \n<small>then {others}</small>" if others else "")
+    others = ", ".join(f"{html.escape(name)} {p:.0%}" for name, p in recognition.prediction.top[1:])
+    return (f"{verdict} **{html.escape(sign)}** ({probability:.0%})"
+            + (f"  \n<small>then {others}</small>" if others else ""))
 
 
 def show_clip(shared: SharedModel, settings: AppSettings, clip: pd.Series, clip_path: Path, number: int) -> None:

@@ -40,7 +40,7 @@ from app.recordings import (
     recordings_summary,
 )
 from app.settings import AppSettings, load_settings, rtc_configuration
-from app.training import going_run_name
+from app.training import RunGoing, going_run_name, recordings_unchanged_by_runs
 from app.views.live import MEDIA_STREAM_CONSTRAINTS, guarded_frame_callback, read_rtc_secrets
 from stages.lib.datasets import NO_SIGN_LABEL
 from stages.lib.params import ParamsError
@@ -72,7 +72,7 @@ def recorder_for(settings: AppSettings) -> Recorder:
     """This browser session's Recorder (new when the recordings folder changed)."""
     recorder = st.session_state.get(RECORDER_KEY)
     if recorder is None or recorder.recordings_dir != settings.recordings_dir:
-        recorder = Recorder(settings.recordings_dir)
+        recorder = Recorder(settings.recordings_dir, runs_root=settings.root)
         st.session_state[RECORDER_KEY] = recorder
     return recorder
 
@@ -159,8 +159,13 @@ def keep_clip(recorder: Recorder, clip: Path) -> None:
 
 
 def discard_clip(recorder: Recorder, clip: Path, settings: AppSettings) -> None:
-    if is_recording_of(clip, settings.recordings_dir):       # only a clip of the folder, never another file
-        clip.unlink()
+    try:
+        with recordings_unchanged_by_runs(settings.root):     # never while a run reads the folder
+            if is_recording_of(clip, settings.recordings_dir):   # only a clip of the folder, never another file
+                clip.unlink()
+    except RunGoing:
+        st.toast(f"A training run is going: {clip.name} stays until it has finished. Discard it then.")
+        return
     recorder.clear()
     st.toast(f"Discarded {clip.name}")
 

@@ -199,6 +199,22 @@ def follow(settings: AppSettings, run: TrainingRun) -> None:
     run_section()
 
 
+LOCAL_ADDRESSES = ("localhost", "127.0.0.1", "::1")
+
+
+def runs_allowed_from_here(settings: AppSettings) -> tuple[bool, str]:
+    """(may this page start runs, why not): only when the app listens on localhost (the default in
+    .streamlit/config.toml), or params.yaml `app.train_from_network` allows it. Anyone who reaches an
+    app opened to the network could otherwise start and cancel runs on this machine."""
+    address = str(st.get_option("server.address") or "")
+    if address in LOCAL_ADDRESSES or settings.app_setting("train_from_network"):
+        return True, ""
+    return False, (f"The app listens on `{address or 'every interface'}`, not only on this computer: training "
+                   "runs are off, so nobody on the network can start them. Run it on localhost (the default in "
+                   "`.streamlit/config.toml`), or set params.yaml `app.train_from_network: true` on a network "
+                   "you trust.")
+
+
 def render() -> None:
     settings = load_settings()
     st.title("Train on your recordings")
@@ -219,12 +235,15 @@ def render() -> None:
         st.error(str(error), icon=":material/block:")
         return
     show_recordings(summary, settings)
-    command = experiment_command(str(settings.record_setting("recordings")), summary.split.mode, overrides,
+    command = experiment_command(settings.recordings_dir.resolve().as_posix(), summary.split.mode, overrides,
                                  f"rec-{datetime.now():%Y%m%d-%H%M%S}")
     st.markdown("The same run from a terminal:")
     st.code(shell_line(command), language="bash")
+    allowed, why_not = runs_allowed_from_here(settings)
+    if not allowed:
+        st.warning(why_not, icon=":material/lock:")
     if st.button("Train on my recordings", type="primary", icon=":material/model_training:",
-                 disabled=not summary.can_train,
+                 disabled=not (summary.can_train and allowed),
                  help=f"`dvc exp run ... {EXPERIMENT_TARGET}`: sample, extract, train, assemble and evaluate."):
         start(settings, summary, overrides)
     run = run_to_show(settings)

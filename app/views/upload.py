@@ -17,7 +17,7 @@ import streamlit as st
 
 from app.recognition import ENGINES, Recognition, accepted_extensions, recognise_video_bytes, upload_problem
 from app.settings import load_settings
-from app.state import current_model
+from app.state import SharedModel, current_model, model_for_uploads
 
 FRAME_THUMBNAIL_PIXELS = 96
 
@@ -50,6 +50,15 @@ def show_sampled_frames(recognition: Recognition, sample_fps: float) -> None:
     st.image(list(frames), width=FRAME_THUMBNAIL_PIXELS, caption=[f"{i / sample_fps:.1f}s" for i in range(len(frames))])
 
 
+@st.cache_data(max_entries=16, show_spinner=False,
+               hash_funcs={SharedModel: lambda shared: (str(shared.bundle.model_path), shared.version)})
+def recognise_upload(shared: SharedModel, file_name: str, data: bytes, top_k: int, spotting, fast: bool
+                     ) -> Recognition:
+    """An upload recognised once per file content (Streamlit hashes `data`), model version, engine and
+    settings: a rerun (the Engine radio, a slider elsewhere) shows the result again without redoing it."""
+    return recognise_video_bytes(shared, file_name, data, top_k=top_k, spotting=spotting, fast=fast)
+
+
 def render() -> None:
     settings = load_settings()
     st.title("Upload a clip")
@@ -73,9 +82,8 @@ def render() -> None:
         return
     data = uploaded.getvalue()
     with st.spinner("Recognising…"):
-        recognition = recognise_video_bytes(shared, uploaded.name, data, top_k=settings.top_k,
-                                            spotting=settings.spotting_for(shared.bundle),
-                                            fast=ENGINES[engine])
+        recognition = recognise_upload(model_for_uploads(shared), uploaded.name, data, settings.top_k,
+                                       settings.spotting_for(shared.bundle), ENGINES[engine])
     if recognition.prediction is None:
         st.error(recognition.problem)
         return

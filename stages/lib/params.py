@@ -212,6 +212,8 @@ def validate_app(app: dict) -> None:
     require_int(app, "app", "max_upload_mb", minimum=1, maximum=4096)
     require_int(app, "app", "sentence_length", minimum=1, maximum=100)
     require_int(app, "app", "gallery_clips", minimum=1, maximum=48)
+    if not isinstance(app.get("train_from_network", False), bool):
+        raise ParamsError(f"app.train_from_network is {app['train_from_network']!r}; allowed: true, false")
 
 
 def validate_record(record: dict, params: dict) -> None:
@@ -233,7 +235,12 @@ def validate_record(record: dict, params: dict) -> None:
 
 
 def parse_override(text: str, source: str = "override") -> tuple[str, Any]:
-    """'train.epochs=20' -> ("train.epochs", 20): the value read as YAML, as `dvc exp run -S` reads it."""
+    """'train.epochs=20' -> ("train.epochs", 20): the value parsed as `dvc exp run -S` parses it.
+
+    DVC hands `-S` to Hydra's override grammar, which reads 3e-4 as a number; PyYAML
+    (YAML 1.1) reads it as the string "3e-4". So the value goes through Hydra's own
+    parser (hydra-core comes with DVC): what the Train page accepts, DVC runs as typed.
+    """
     match = OVERRIDE_PATTERN.match(text.strip())
     if match is None:
         raise ParamsError(f"{source} {text!r} is not section.key=value (e.g. train.epochs=20)")
@@ -241,13 +248,21 @@ def parse_override(text: str, source: str = "override") -> tuple[str, Any]:
     if key.split(".")[0] in SECTIONS_NOT_OVERRIDDEN:
         raise ParamsError(f"{source} {text!r}: {key.split('.')[0]}.* cannot be overridden here "
                           f"(not one of: {', '.join(SECTIONS_NOT_OVERRIDDEN)}); the Train page sets data.* itself")
-    try:
-        value = yaml.safe_load(match["value"]) if match["value"].strip() else None
-    except yaml.YAMLError as error:
-        raise ParamsError(f"{source} {text!r}: the value is not valid YAML ({error.problem})") from None
-    if value is None:
+    value = parse_override_value(key, match["value"].strip(), source, text)
+    if value is None or value == "":
         raise ParamsError(f"{source} {text!r} has no value")
     return key, value
+
+
+def parse_override_value(key: str, value_text: str, source: str, text: str) -> Any:
+    """The value of one `-S key=value` as DVC (Hydra's grammar) reads it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    try:
+        return OverridesParser.create().parse_override(f"{key}={value_text}").value()
+    except HydraException as error:
+        raise ParamsError(f"{source} {text!r}: the value is not one `dvc exp run -S` accepts "
+                          f"({str(error).splitlines()[0]})") from None
 
 
 def apply_overrides(params: dict, overrides: list[str], source: str = "override") -> dict:
