@@ -48,6 +48,7 @@ import pandas as pd
 
 from stages.lib.datasets import NO_SIGN_LABEL, PARTIAL_MARK, RECORDING_TIME_FORMAT, FoundFile, discover
 from stages.lib.params import apply_overrides
+from stages.lib.storage import flush_to_disk
 from stages.lib.video import ClipRefused, count_decodable_frames, write_timed_video
 
 MAX_NAME_CHARACTERS = 40          # a sign or a signer; 40 characters of up to 4 UTF-8 bytes stay far below 255
@@ -226,11 +227,6 @@ def check_frame_count(path: Path, expected: int) -> None:
         decoded = 0
     if decoded != expected:
         raise OSError(f"{decoded} of {expected} frames could be read back")
-
-
-def flush_to_disk(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
 
 
 def link_to_free_name(temporary_path: Path, final_path: Path, recordings_dir: Path, sign: str, signer: str,

@@ -135,9 +135,8 @@ def runs_dir(root: Path) -> Path:
 
 
 def write_json_atomically(path: Path, payload: dict) -> None:
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(partial, path)
+    from stages.lib.storage import write_json  # the project's one atomic write (h5py loads only here)
+    write_json(path, payload)
 
 
 def read_run(root: Path, name: str) -> TrainingRun | None:

@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import queue
 import socket
 import threading
@@ -135,11 +134,8 @@ def save_atomically(path: Path, array: np.ndarray) -> None:
     """Write to a private partial file, then rename: a killed process never leaves a half file
     under the real name. (No fsync: a process kill keeps written bytes; after a machine crash
     `is_complete` below catches a torn file and the clip is simply embedded again.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + f".{os.getpid()}.partial")
-    with partial.open("wb") as handle:
+    with atomic_path(path, durable=False) as partial, partial.open("wb") as handle:
         np.save(handle, array)
-    os.replace(partial, path)
 
 
 def is_complete(path: Path, expected_bytes: int) -> bool:

@@ -34,7 +34,6 @@ the manifest, only when not one clip is usable.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import unicodedata
 from collections.abc import Iterable
@@ -50,7 +49,14 @@ from stages.lib.compute import ComputeSettings, WorkerError, map_in_order
 from stages.lib.datasets import FoundFile, discover
 from stages.lib.params import load_params
 from stages.lib.splits import SPLITS, assign_split
-from stages.lib.storage import append_rows, atomic_path, create_frames_dataset, write_clip_columns, write_offsets
+from stages.lib.storage import (
+    append_rows,
+    atomic_path,
+    create_frames_dataset,
+    flush_to_disk,
+    write_clip_columns,
+    write_offsets,
+)
 from stages.lib.video import COLOR_ORDER, PREPROCESSING_DESCRIPTION, ClipRefused, Sampling, refusal_kind, sample_clip
 
 MANIFEST_COLUMNS = ["path", "label", "split", "signer", "status", "reason", "num_frames", "fps"]
@@ -164,12 +170,6 @@ def write_outputs(frames_path: Path, manifest_path: Path, results: Iterable[Samp
         for tmp in (frames_tmp, manifest_tmp):
             flush_to_disk(tmp)
     return manifest
-
-
-def flush_to_disk(path: Path) -> None:
-    """fsync a finished file, so the rename that follows never exposes bytes not yet on disk."""
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
 
 
 def write_frames_file(path: Path, results: Iterable[SampleResult], params: dict) -> list[dict]:

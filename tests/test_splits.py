@@ -32,10 +32,32 @@ def test_signers_spread_over_all_three_splits_roughly_by_fraction():
     assert 150 < splits.count("test") < 250 and 150 < splits.count("val") < 250
 
 
-def test_adding_clips_never_moves_existing_ones():
-    before = {f"hello/{k}.mp4": split_of("", clip=f"hello/{k}.mp4") for k in range(40)}
-    for k in range(40, 400):                      # the dataset grows ...
-        split_of("", clip=f"hello/{k}.mp4")
-    after = {path: split_of("", clip=path) for path in before}
-    assert before == after                         # ... and nobody moved
-    assert set(before.values()) == {"train", "val", "test"}
+def test_adding_clips_to_a_real_folder_never_moves_the_clips_already_there(tmp_path):
+    """Growth as a user meets it: sample a folder, add clips and signers, sample again. Every clip
+    already there keeps its split in the manifest."""
+    import sys
+
+    import numpy as np
+    import pandas as pd
+
+    from tests.conftest import gray_ramp_frames, make_stage_workspace, run, write_video
+    root = make_stage_workspace(tmp_path / "repo", {"data": {"source": "folder", "path": "mine", "split": "stratified"},
+                                                    "sample": {"min_frames": 1}})
+
+    def add_clips(signers: range) -> None:
+        for sign in ("hello", "thanks", "wave"):
+            for signer in signers:
+                write_video(root / "mine" / sign / f"signer{signer:02d}_take.avi", gray_ramp_frames(6, 24, 32), fps=10)
+
+    def manifest() -> pd.DataFrame:
+        run([sys.executable, "-m", "stages.sample"], root)
+        return pd.read_csv(root / "data/manifest.csv", keep_default_na=False).set_index("path")
+
+    add_clips(range(0, 10))
+    before = manifest()
+    add_clips(range(10, 40))                                 # the dataset grows fourfold, new signers too
+    after = manifest()
+    assert len(after) == 4 * len(before)
+    assert (after.loc[before.index, "split"] == before["split"]).all()        # nobody moved
+    assert set(after["split"]) == {"train", "val", "test"}
+    assert np.isin(before["split"].unique(), ["train", "val", "test"]).all()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,17 +39,32 @@ CLIP_COLUMNS = ("paths", "labels", "splits", "signers")
 
 
 @contextlib.contextmanager
-def atomic_path(final_path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; move it onto `final_path` only if the block succeeds."""
+def atomic_path(final_path: str | Path, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary sibling path; move it onto `final_path` only if the block succeeds.
+
+    The one atomic write of the project. The temporary name is private (mkstemp: two processes
+    writing the same file never share one), and with `durable` the finished file is fsynced
+    before the rename, so the rename never exposes bytes not yet on disk. `durable=False` is for
+    caches that check their own completeness (extract's per-clip files).
+    """
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = final_path.with_name(final_path.name + ".partial")
-    partial.unlink(missing_ok=True)
+    handle, name = tempfile.mkstemp(dir=final_path.parent, prefix=final_path.name + ".", suffix=".partial")
+    os.close(handle)
+    partial = Path(name)
     try:
         yield partial
+        if durable and partial.is_file():
+            flush_to_disk(partial)
         os.replace(partial, final_path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def flush_to_disk(path: str | Path) -> None:
+    """fsync a finished file, so a rename that follows never exposes bytes not yet on disk."""
+    with Path(path).open("rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def write_json(path: str | Path, payload: Any) -> None:
