@@ -377,7 +377,8 @@ def test_live_session_shows_the_mean_of_the_last_steps_and_a_sentence(served):
     from stages.lib.streaming import SpottingSettings, StreamingRecognizer
 
     shared = SharedModel(load_bundle(served.model))
-    session = LiveSession(shared, SpottingSettings(threshold=0.0, min_hold_seconds=0.0, smoothing_steps=3, release_seconds=0.3))
+    session = LiveSession(shared, SpottingSettings(threshold=0.0, min_hold_seconds=0.0, smoothing_steps=3,
+                                                   release_seconds=0.3))
     reference, steps = StreamingRecognizer(shared.bundle), []       # the same frames through the library alone
     snapshots = []
     for timestamp, frame in looped_camera(served.camera_frames, seconds=6):
@@ -446,11 +447,11 @@ def test_the_live_page_and_session_use_the_cards_one_effective_rate(served):
     from app.state import SharedModel
     from app.views.live import model_caption
     from stages.lib.served import load_bundle
-    from stages.lib.streaming import SpottingSettings
+    from stages.lib.streaming import default_spotting
     bundle = load_bundle(served.model)
     assert bundle.card["sample_fps"] == bundle.sampling.fps == SAMPLE_FPS > 0
     assert f"{SEQ_LEN} frames at {SAMPLE_FPS:g} frames/s (≈{SEQ_LEN / SAMPLE_FPS:.1f} s" in model_caption(bundle, "x")
-    session = LiveSession(SharedModel(bundle), SpottingSettings())
+    session = LiveSession(SharedModel(bundle), default_spotting())
     taken = [session.process_frame(frame, index / CLIP_FPS).buffer_fill
              for index, frame in enumerate(served.camera_frames[:25])]          # 1 s of camera
     assert taken[-1] == pytest.approx(SAMPLE_FPS / SEQ_LEN)                     # 5 frames taken in 1 s

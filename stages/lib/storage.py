@@ -42,14 +42,17 @@ CLIP_COLUMNS = ("paths", "labels", "splits", "signers")
 def atomic_path(final_path: str | Path, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary sibling path; move it onto `final_path` only if the block succeeds.
 
-    The one atomic write of the project. The temporary name is private (mkstemp: two processes
-    writing the same file never share one), and with `durable` the finished file is fsynced
-    before the rename, so the rename never exposes bytes not yet on disk. `durable=False` is for
-    caches that check their own completeness (extract's per-clip files).
+    The one atomic write of the project. The temporary name is private (`<name>.<pid>.<random>.partial`,
+    by mkstemp: two processes writing the same file never share one), and with `durable` the
+    finished file is fsynced before the rename, so the rename never exposes bytes not yet on disk.
+    `durable=False` is for caches that check their own completeness (extract's per-clip files).
+    Partial files that a killed process left for the same name are removed first (their pid is gone).
     """
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=final_path.parent, prefix=final_path.name + ".", suffix=".partial")
+    remove_orphaned_partials(final_path)
+    handle, name = tempfile.mkstemp(dir=final_path.parent, prefix=f"{final_path.name}.{os.getpid()}.",
+                                    suffix=".partial")
     os.close(handle)
     partial = Path(name)
     try:
@@ -59,6 +62,24 @@ def atomic_path(final_path: str | Path, durable: bool = True) -> Iterator[Path]:
         os.replace(partial, final_path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def remove_orphaned_partials(final_path: Path) -> None:
+    """Delete `<name>.<pid>.*.partial` siblings whose process no longer runs (a SIGKILL, a power cut)."""
+    for partial in final_path.parent.glob(f"{final_path.name}.*.partial"):
+        owner = partial.name[len(final_path.name) + 1:].split(".", 1)[0]
+        if owner.isdigit() and not process_is_running(int(owner)):
+            partial.unlink(missing_ok=True)
+
+
+def process_is_running(process_id: int) -> bool:
+    try:
+        os.kill(process_id, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:       # someone else's process: running
+        return True
+    return True
 
 
 def flush_to_disk(path: str | Path) -> None:
