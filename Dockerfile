@@ -8,7 +8,7 @@
 #   docker run --rm -p 8501:8501 -v "$PWD/models:/app/models:ro" -v "$PWD/reports:/app/reports:ro" \
 #       -v "$PWD/data/synthetic:/app/data/synthetic:ro" signlang-app
 #
-# The webcam needs a WebRTC path from the browser to the container (see README, "The app"):
+# The webcam needs a WebRTC path from the browser to the container (docs/app.md):
 # on Linux add `--network host`; elsewhere, or behind NAT, give a TURN server with
 #   -e SIGNLANG_RTC_CONFIGURATION='{"iceServers": [{"urls": ["turn:turn.example.org:3478"], ...}]}'
 FROM python:3.11-slim

@@ -48,6 +48,7 @@ import pandas as pd
 
 from stages.lib.datasets import NO_SIGN_LABEL, PARTIAL_MARK, RECORDING_TIME_FORMAT, FoundFile, discover
 from stages.lib.params import apply_overrides
+from stages.lib.splits import planned_split
 from stages.lib.storage import flush_to_disk
 from stages.lib.video import ClipRefused, count_decodable_frames, write_timed_video
 
@@ -320,10 +321,10 @@ def clip_table(usable: list[FoundFile], signs: list[str], signers: list[str], ta
 
 
 def planned_splits(found: list[FoundFile], params: dict, recordings_dir: Path, mode: str) -> list[str]:
-    """The split the sample stage will give each file under data.split `mode` (its own function)."""
-    from stages.sample import plan_jobs  # the stage's planning, imported: one rule, not a copy of it
+    """The split the sample stage will give each file under data.split `mode` (the library's one rule)."""
     data = {**params["data"], "source": "folder", "path": str(Path(recordings_dir).resolve()), "split": mode}
-    return [job.split for job in plan_jobs(found, {**params, "data": data})]
+    return [planned_split(file.label, file.signer, file.path, file.given_split, {**params, "data": data})
+            for file in found]
 
 
 def split_counts(usable: list[FoundFile], splits: list[str]) -> dict[str, int]:

@@ -31,7 +31,7 @@ ROOT_ENVIRONMENT_VARIABLE = "SIGNLANG_ROOT"
 RTC_ENVIRONMENT_VARIABLE = "SIGNLANG_RTC_CONFIGURATION"
 RTC_SECRETS_KEY = "rtc_configuration"
 # No STUN/TURN servers: host candidates only, which is all that localhost and a LAN
-# need, and it never contacts a third party. Behind NAT, set a TURN server (see README).
+# need, and it never contacts a third party. Behind NAT, set a TURN server (docs/app.md).
 DEFAULT_RTC_CONFIGURATION: dict[str, Any] = {"iceServers": []}
 
 # Defaults for an `app:` or `record:` section missing from an older params.yaml (values as in params.yaml).

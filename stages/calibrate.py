@@ -22,16 +22,25 @@ when it emits anything.
 The threshold kept is the candidate at which the most validation sign clips are
 spotted right, less the share of idle clips with a false sign; the highest among
 ties. It never rises above params.yaml's, so calibration only keeps an unsure model
-from going silent; the default model keeps 0.9 (README, "Spotting threshold per
+from going silent; the default model keeps 0.9 (docs/recognition.md, "Spotting threshold per
 model"). `spotting.calibrate: false` gives every model params.yaml's threshold.
+
+Streams. Every validation stream (generate's continuous streams with their truth)
+goes through the live path once (its taken frames kept by the library for evaluate
+and later experiments), and a grid of spotting settings (threshold, minimum hold,
+smoothing, release) is scored on them, best first, into `paths.spotting_validation`:
+the table the `spotting` defaults in params.yaml were chosen from. Tuning lives here;
+evaluate only measures.
 
 Writes `paths.spotting_calibration` beside the served model (`<name>.spotting.json`:
 the settings and the table they were chosen from), which the Live page, the CLI and
-evaluate read through `stages.lib.streaming.model_spotting`, and
-`paths.spotting_calibration_table`, the same table as CSV (a `dvc plots` plot).
+evaluate read through `stages.lib.streaming.model_spotting`,
+`paths.spotting_calibration_table`, the same table as CSV (a `dvc plots` plot), and
+`paths.spotting_validation`, the grid on the validation streams.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -42,9 +51,19 @@ from stages.lib.embeddings import load_split, served_clip_embeddings, served_use
 from stages.lib.params import load_params
 from stages.lib.served import ServedBundle, load_bundle, spotting_path_for
 from stages.lib.storage import atomic_path, read_attributes, write_json
+from stages.lib.stream_scoring import RecordedStream, record_streams, stream_metrics
 from stages.lib.streaming import SpottingSettings, TakenFrames, replay_stream_steps, spot_signs
 
 THRESHOLD_STEP = 0.05
+# The spotting settings tried on validation streams (the table the defaults come from).
+SWEEP_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+SWEEP_MIN_HOLD_SECONDS = (0.1, 0.2, 0.3, 0.5)
+SWEEP_SMOOTHING_STEPS = (1, 3, 5)
+SWEEP_RELEASE_SECONDS = (0.3, 0.6, 1.0)
+# The sweep's ranking counts every wrong sign alike: a minute of signing at the demo holds about ten
+# signs (the built-in streams, faster: 4-6 in 16-24 s), so a sign error rate of e costs about 10e
+# wrong signs a minute, and f false signs a minute of idling cost f: rank by e + f / 10.
+FALSE_SIGNS_PER_MINUTE_WEIGHT = 0.1
 
 
 @dataclass(frozen=True)
@@ -142,6 +161,23 @@ def calibrate(bundle: ServedBundle, clips: list[ClipSteps], spotting: dict) -> t
     return record, table
 
 
+def spotting_sweep(bundle: ServedBundle, streams: list[RecordedStream]) -> pd.DataFrame:
+    """Stream figures on validation streams for every setting of the grid, best first."""
+    rows = []
+    for threshold, hold, smoothing, release in itertools.product(
+            SWEEP_THRESHOLDS, SWEEP_MIN_HOLD_SECONDS, SWEEP_SMOOTHING_STEPS, SWEEP_RELEASE_SECONDS):
+        settings = SpottingSettings(threshold, hold, smoothing, release)
+        figures = stream_metrics(bundle, streams, settings, prefix="")
+        rows.append({"threshold": threshold, "min_hold_seconds": hold, "smoothing_steps": smoothing,
+                     "release_seconds": release, **{key: figures[key] for key in (
+                         "sign_error_rate", "false_signs_per_minute", "latency_seconds_median",
+                         "latency_seconds_p95")}})
+    table = pd.DataFrame(rows)
+    table["rank_score"] = (table["sign_error_rate"].fillna(1.0)
+                           + FALSE_SIGNS_PER_MINUTE_WEIGHT * table["false_signs_per_minute"].fillna(0.0))
+    return table.sort_values(["rank_score", "latency_seconds_median"], kind="stable").reset_index(drop=True)
+
+
 def main() -> None:
     params = load_params()
     paths = params["paths"]
@@ -154,6 +190,10 @@ def main() -> None:
     write_json(paths["spotting_calibration"], record)
     with atomic_path(paths["spotting_calibration_table"]) as tmp:
         table.to_csv(tmp, index=False)
+    val_streams = record_streams(bundle, Path(paths["streams"]), ("val",), Path(paths["embedding_cache"]))
+    sweep = spotting_sweep(bundle, val_streams) if val_streams else pd.DataFrame()
+    with atomic_path(paths["spotting_validation"]) as tmp:
+        sweep.to_csv(tmp, index=False)
     print(table.to_string(index=False))
     print(f"spotting threshold {record['settings']['threshold']:g}: {record['calibration']['reason']} "
           f"({record['calibration']['validation_sign_clips']} sign and "

@@ -18,28 +18,20 @@ SignSpotter with the model's spotting settings (params.yaml's `spotting`, with t
 threshold the calibrate stage kept for this model: `<model>.spotting.json`). Reported: the sign error rate (edit
 distance between emitted and true sign sequences over the number of true
 signs), false signs per minute on idle-only streams, and latency from a
-sign's true end to its emission. The embeddings of the frames the live path
-took from each stream are kept under `paths.embedding_cache`, keyed by the
-stream, the served frame encoder, the sampling rule and the source of the
-code that takes frames (stages/lib/streaming.py TAKE_PATH_SOURCES): an experiment that
-changed only the head replays them through the same ring buffer and head
-instead of decoding and embedding every stream again. On validation streams only, a grid of
-spotting settings is scored into `paths.spotting_validation`, the table the
-spotting defaults were chosen from; the test streams are scored with the
-model's settings as they are.
+sign's true end to its emission. The frames the live path took from each
+stream are kept by the library (stages/lib/streaming.py `stream_steps`): the
+validation streams calibrate went through, and any stream after an experiment
+that changed only the head, are replayed instead of decoded again. This stage
+measures and reports; every choice of settings is calibrate's.
 
 Writes `paths.metrics` (validation, then test, then the rest), `paths.per_class`
 (served model, test), `paths.confusion_png`, `paths.predictions` (drawn by
-`dvc plots` with its `confusion` template), `paths.spotting_validation`, and
-`paths.stream_timeline_png` (probabilities over one test stream, with the true
-and the emitted signs).
+`dvc plots` with its `confusion` template), and `paths.stream_timeline_png`
+(probabilities over one test stream, with the true and the emitted signs).
 """
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -57,35 +49,15 @@ from stages.lib.embeddings import (
     served_clip_embeddings,
     served_uses_the_cached_embeddings,
 )
+from stages.lib.machine import machine_line
 from stages.lib.models import load_model
 from stages.lib.params import load_params
 from stages.lib.served import ServedBundle, load_bundle
 from stages.lib.storage import atomic_path, read_attributes, write_json
-from stages.lib.stream_scoring import TrueSign, score_stream, summarise_streams
-from stages.lib.streaming import (
-    SpottingSettings,
-    TakenFrames,
-    default_spotting,
-    model_spotting,
-    replay_stream_steps,
-    spot_signs,
-    take_path_code_digest,
-    take_stream_frames,
-)
-from stages.lib.video import iterate_video_frames, refusal_kind
+from stages.lib.stream_scoring import RecordedStream, record_streams, spot_recorded, stream_metrics
+from stages.lib.streaming import SpottingSettings, default_spotting, model_spotting
+from stages.lib.video import refusal_kind
 from stages.lib.windows import spread_windows
-
-# Under paths.embedding_cache: each stream's taken frames as embeddings (stream_steps).
-STREAM_CACHE_FOLDER = "streams"
-# The spotting settings tried on validation streams (the table the defaults come from).
-SWEEP_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-SWEEP_MIN_HOLD_SECONDS = (0.1, 0.2, 0.3, 0.5)
-SWEEP_SMOOTHING_STEPS = (1, 3, 5)
-SWEEP_RELEASE_SECONDS = (0.3, 0.6, 1.0)
-# The sweep's ranking counts every wrong sign alike: a minute of signing at the demo holds about ten
-# signs (the built-in streams, faster: 4-6 in 16-24 s), so a sign error rate of e costs about 10e
-# wrong signs a minute, and f false signs a minute of idling cost f: rank by e + f / 10.
-FALSE_SIGNS_PER_MINUTE_WEIGHT = 0.1
 
 
 def top_k_accuracy(y_true: np.ndarray, probabilities: np.ndarray, k: int) -> float:
@@ -183,112 +155,10 @@ def served_probabilities(bundle: ServedBundle, split: SplitClips, frames_path: s
 
 # --- streams ----------------------------------------------------------------------------------------
 
-@dataclass
-class RecordedStream:
-    path: Path
-    split: str
-    idle: bool
-    duration: float
-    truth: list[TrueSign]
-    step_times: np.ndarray           # (steps,) stream seconds of each model step
-    step_probabilities: np.ndarray   # (steps, classes)
-
-
-def read_stream_index(streams_dir: Path) -> pd.DataFrame:
-    index_path = streams_dir / "index.csv"
-    if not index_path.exists():
-        return pd.DataFrame(columns=["path", "split", "signer", "kind", "duration"])
-    return pd.read_csv(index_path, keep_default_na=False)
-
-
-def read_truth(video_path: Path) -> list[TrueSign]:
-    record = json.loads(video_path.with_suffix(".json").read_text())
-    return [TrueSign(sign["sign"], float(sign["start"]), float(sign["end"])) for sign in record["signs"]]
-
-
-def stream_cache_path(cache_dir: Path, stream_path: Path, encoder_digest: str, code_digest: str,
-                      bundle: ServedBundle) -> Path:
-    """Where a stream's taken frames are kept, keyed by all they depend on: the stream's bytes, the served
-    frame encoder's bytes, the sampling rule (rate, image size, crop) and the take path's code. The head
-    is not in the key."""
-    digest = hashlib.blake2b(stream_path.read_bytes(), digest_size=16)
-    digest.update(f"{encoder_digest}|{json.dumps(bundle.sampling.as_dict(), sort_keys=True)}|"
-                  f"{code_digest}".encode())
-    return cache_dir / STREAM_CACHE_FOLDER / f"{digest.hexdigest()}.npz"
-
-
-def stream_steps(bundle: ServedBundle, path: Path, cache_dir: Path, encoder_digest: str, code_digest: str
-                 ) -> tuple[tuple[np.ndarray, np.ndarray], bool]:
-    """A stream's live-path steps ((steps,) times, (steps, classes) probabilities), and whether they were replayed.
-
-    The first run decodes it and runs the backbone on every frame the clock takes, as Live does,
-    and keeps those frames' embeddings; a later run with the same stream, encoder and sampling
-    (a `train.*` or `spotting.*` experiment) replays them through the same ring buffer and head.
-    """
-    cached = stream_cache_path(cache_dir, path, encoder_digest, code_digest, bundle)
-    if cached.exists():
-        with np.load(cached) as arrays:
-            taken = TakenFrames(arrays["times"], arrays["ticks"], arrays["embeddings"])
-        return replay_stream_steps(bundle, taken), True
-    taken = take_stream_frames(bundle, iterate_video_frames(path))
-    with atomic_path(cached) as tmp:
-        with open(tmp, "wb") as handle:           # a file object: np.savez would add ".npz" to the name
-            np.savez(handle, **taken.as_arrays())
-    return replay_stream_steps(bundle, taken), False
-
-
-def record_streams(bundle: ServedBundle, streams_dir: Path, splits: tuple[str, ...], cache_dir: Path
-                   ) -> list[RecordedStream]:
-    """Every stream of the given splits through the live path, once; the steps kept for spotting."""
-    recorded = []
-    index = read_stream_index(streams_dir)
-    encoder_digest = hashlib.blake2b(bundle.file("frame_encoder_tflite").read_bytes(), digest_size=16).hexdigest()
-    code_digest = take_path_code_digest()              # once: every stream's key shares it
-    replayed = 0
-    for row in index[index["split"].isin(splits)].itertuples():
-        path = streams_dir / row.path
-        (times, probabilities), from_cache = stream_steps(bundle, path, cache_dir, encoder_digest, code_digest)
-        replayed += from_cache
-        recorded.append(RecordedStream(path, row.split, row.kind == "idle", float(row.duration), read_truth(path),
-                                       times, probabilities))
-    print(f"streams: {len(recorded)} through the live path, {replayed} of them replayed from the embeddings "
-          f"kept in {cache_dir / STREAM_CACHE_FOLDER} (same stream, encoder, sampling and take-path code)")
-    return recorded
-
-
-def spot(bundle: ServedBundle, stream: RecordedStream, settings: SpottingSettings) -> list:
-    return spot_signs(stream.step_times, stream.step_probabilities, bundle.labels, bundle.no_sign_label,
-                      settings, bundle.window_seconds)
-
-
-def stream_metrics(bundle: ServedBundle, streams: list[RecordedStream], settings: SpottingSettings,
-                   prefix: str) -> dict:
-    scores = [score_stream(spot(bundle, stream, settings), stream.truth, stream.duration, stream.idle)
-              for stream in streams]
-    return summarise_streams(scores, prefix) if scores else {}
-
-
-def spotting_sweep(bundle: ServedBundle, streams: list[RecordedStream]) -> pd.DataFrame:
-    """Stream figures on validation streams for every setting of the grid, best first."""
-    rows = []
-    for threshold, hold, smoothing, release in itertools.product(
-            SWEEP_THRESHOLDS, SWEEP_MIN_HOLD_SECONDS, SWEEP_SMOOTHING_STEPS, SWEEP_RELEASE_SECONDS):
-        settings = SpottingSettings(threshold, hold, smoothing, release)
-        figures = stream_metrics(bundle, streams, settings, prefix="")
-        rows.append({"threshold": threshold, "min_hold_seconds": hold, "smoothing_steps": smoothing,
-                     "release_seconds": release, **{key: figures[key] for key in (
-                         "sign_error_rate", "false_signs_per_minute", "latency_seconds_median",
-                         "latency_seconds_p95")}})
-    table = pd.DataFrame(rows)
-    table["rank_score"] = (table["sign_error_rate"].fillna(1.0)
-                           + FALSE_SIGNS_PER_MINUTE_WEIGHT * table["false_signs_per_minute"].fillna(0.0))
-    return table.sort_values(["rank_score", "latency_seconds_median"], kind="stable").reset_index(drop=True)
-
-
 def plot_stream_timeline(bundle: ServedBundle, stream: RecordedStream, settings: SpottingSettings,
                          output_path: str | Path) -> None:
     """Each sign's probability over the stream; true signs shaded, emitted signs marked."""
-    emitted = spot(bundle, stream, settings)
+    emitted = spot_recorded(bundle, stream, settings)
     figure, axes = plt.subplots(figsize=(12, 4))
     for truth in stream.truth:
         axes.axvspan(truth.start, truth.end, color="0.88")
@@ -360,6 +230,7 @@ def main() -> None:
                      "smoothing_steps": spotting.smoothing_steps, "release_seconds": spotting.release_seconds,
                      "threshold_in_params": bundle.spotting_record["calibration"]["threshold_in_params"]},
         **refusal_counts(paths["manifest"]),
+        "machine": machine_line(),            # figures of one model can move in the last digits between CPUs
     }
     write_json(paths["metrics"], metrics)
     with atomic_path(paths["per_class"]) as tmp:
@@ -369,9 +240,6 @@ def main() -> None:
                       "predicted": [classes[i] for i in predicted]}).to_csv(tmp, index=False)
     plot_confusion_matrix(y_test, predicted, classes,
                           f"Test split, served model (accuracy {metrics['test_accuracy']:.3f})", paths["confusion_png"])
-    sweep = spotting_sweep(bundle, val_streams) if val_streams else pd.DataFrame()
-    with atomic_path(paths["spotting_validation"]) as tmp:
-        sweep.to_csv(tmp, index=False)
     sign_streams = [stream for stream in test_streams if not stream.idle]
     if sign_streams:
         plot_stream_timeline(bundle, sign_streams[0], spotting, paths["stream_timeline_png"])

@@ -34,7 +34,7 @@ def export_model(model_path: str, card_path: str, folder: Path) -> dict:
     if card["backbone"] == KEYPOINTS_BACKBONE:
         raise SystemExit("export writes the whole CNN+LSTM graph as one TFLite file and a SavedModel; a keypoint "
                          "model has no such graph (MediaPipe's models run beside the head): ship the bundle in "
-                         f"{Path(model_path).parent}/ as it is (README, \"Real clips\")")
+                         f"{Path(model_path).parent}/ as it is (docs/real-clips.md)")
     model = load_model(model_path)
     seq_len, image_size = int(card["seq_len"]), int(card["image_size"])
     (folder / "model.tflite").write_bytes(convert_to_tflite(model, (1, seq_len, image_size, image_size, 3)))

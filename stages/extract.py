@@ -237,11 +237,11 @@ class ClipEmbedder:
             frames = self.handle["frames"][job.rows]
         except OSError as error:
             raise WorkerError(f"worker {host} cannot read the frames of clip {job.index} from {self.frames_path}: "
-                              f"{error}; every machine needs the frames file at that path (README, \"Scale out\")"
+                              f"{error}; every machine needs the frames file at that path (docs/scale-out.md)"
                               ) from None
         if clip_key(frames) != job.key:
             raise WorkerError(f"worker {host} reads other frames for clip {job.index} than the driver from "
-                              f"{self.frames_path}: its copy of the file is not the driver's (README, \"Scale out\")")
+                              f"{self.frames_path}: its copy of the file is not the driver's (docs/scale-out.md)")
         return frames
 
 

@@ -40,7 +40,7 @@ Each worker reads and augments only its own share of each epoch's windows
 write theirs to a temporary folder that they delete. Keras 3's `fit` cannot
 train under MultiWorkerMirroredStrategy (keras-team/keras#20585), so the
 training loop here is our own, the same on every strategy, driving the same
-Keras callbacks. On several machines (README, "Scale out"):
+Keras callbacks. On several machines (docs/scale-out.md):
 
     TF_CONFIG='{"cluster": {"worker": ["a:2222", "b:2222"]}, "task": {"type": "worker", "index": 0}}' \
         dvc repro finetune                              # the chief, on machine a

@@ -12,7 +12,7 @@ same bytes): `sample.fps` frames per second of the clip, the rate at which
 the live path takes camera frames, so a clip keeps its own length and a sign
 lasts as many frames in training as in front of the camera. A Ray worker
 opens each clip at the absolute path this machine found it at, so every
-machine must see the data there (README, "Scale out"); one that does not
+machine must see the data there (docs/scale-out.md); one that does not
 stops the run, naming itself, instead of refusing clips it cannot see.
 
 Writes
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import socket
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,7 +47,7 @@ from tqdm import tqdm
 from stages.lib.compute import ComputeSettings, WorkerError, map_in_order
 from stages.lib.datasets import FoundFile, discover
 from stages.lib.params import load_params
-from stages.lib.splits import SPLITS, assign_split
+from stages.lib.splits import SPLITS, planned_split
 from stages.lib.storage import (
     append_rows,
     atomic_path,
@@ -100,7 +99,7 @@ def sample_one(job: SampleJob) -> SampleResult:
         # the clip would silently drop it from the dataset. Stop the run and say where.
         raise WorkerError(f"worker {socket.gethostname()} cannot see {found.path}: every machine of the cluster "
                           "needs the data at the same path (a shared filesystem, or `dvc pull` into a checkout at "
-                          "that path; README, \"Scale out\")")
+                          "that path; docs/scale-out.md)")
     try:
         clip = sample_clip(found.path, job.sampling, found.frame_range, job.frames_fps)
     except ClipRefused as refusal:
@@ -113,28 +112,6 @@ def sample_one(job: SampleJob) -> SampleResult:
     return SampleResult(row, clip.frames)
 
 
-def split_mode(data: dict) -> str:
-    """`data.split`, except that synthetic data always keeps its index's held-out signers.
-
-    The generator fixes exactly which signers are validation and test; hashing
-    ten signers could leave the test split empty.
-    """
-    return "given" if data["source"] == "synthetic" else data["split"]
-
-
-def split_key(path: Path, root: Path) -> str:
-    """The clip's path relative to the dataset root, NFC-normalised: what the split hashes.
-
-    Relative to the root (not the working folder) and normalised, so the same
-    dataset gets the same split on every machine, wherever it is mounted.
-    """
-    try:
-        relative = path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        relative = path.as_posix()
-    return unicodedata.normalize("NFC", relative)
-
-
 def sampling_from_params(params: dict) -> Sampling:
     """The one sampling rule of this pipeline, from params.yaml; the model card carries it on."""
     sample = params["sample"]
@@ -145,18 +122,15 @@ def sampling_from_params(params: dict) -> Sampling:
 
 def plan_jobs(found_files: list[FoundFile], params: dict) -> list[SampleJob]:
     """One job per found file, its split assigned: in the order of `found_files`, the manifest's order."""
-    base, data, sample = params["base"], params["data"], params["sample"]
-    mode, root = split_mode(data), Path(data["path"])
-    sampling = sampling_from_params(params)
+    sampling, frames_fps = sampling_from_params(params), float(params["data"]["frames_fps"])
     jobs = []
     for found in found_files:
         try:
-            split = assign_split(found.label, found.signer, split_key(found.path, root), found.given_split,
-                                 sample["val_fraction"], sample["test_fraction"], base["seed"], mode=mode)
+            split = planned_split(found.label, found.signer, found.path, found.given_split, params)
         except ValueError as error:   # an index entry with a split we do not know: one bad item, not a crash
             found, split = replace(found, refusal=found.refusal or f"unknown split in the index: {error}"), ""
         jobs.append(SampleJob(replace(found, path=found.path.absolute()), display_path(found.path), split,
-                              sampling, float(data["frames_fps"])))
+                              sampling, frames_fps))
     return jobs
 
 

@@ -295,10 +295,10 @@ def screenshot_results_page(driver, url: str) -> None:
 
 def signs_the_live_path_gets_right(root: Path, stream: Path, truth: list[str]) -> list[str]:
     """The true signs, in order, that the library's live path emits in their place on this file, offline."""
-    from stages.infer import spot_video_file
     from stages.lib.served import load_bundle
     from stages.lib.stream_scoring import align
     from stages.lib.streaming import default_spotting, model_spotting
+    from stages.tools.infer import spot_video_file
     bundle = load_bundle(root / "models/model.keras")
     assert bundle.spotting_record is not None, "the default pipeline ran without its calibrate stage"
     spotting = model_spotting(bundle, default_spotting())   # what the Live page starts with: the model's own

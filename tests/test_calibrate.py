@@ -84,7 +84,7 @@ def test_a_model_that_ranks_its_signs_first_at_0_7_gets_a_threshold_it_reaches(b
 
 
 def test_the_stage_writes_the_models_settings_beside_it_and_evaluate_and_the_cli_use_them(trained_workspace, bundle):
-    from stages.infer import parse_arguments, spotting_settings
+    from stages.tools.infer import parse_arguments, spotting_settings
     record = json.loads((trained_workspace / "models/model.spotting.json").read_text())
     settings = SpottingSettings.from_params(record["settings"])
     calibration = record["calibration"]

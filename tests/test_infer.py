@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import command_env, run
 
-CLI = [sys.executable, "-m", "stages.infer"]
+CLI = [sys.executable, "-m", "stages.tools.infer"]
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +91,8 @@ def test_the_benchmark_reports_every_figure(trained_workspace):
 
 
 def test_the_webcam_overlay_draws_the_label_band_on_a_copy():
-    from stages.infer import draw_overlay
     from stages.lib.served import prediction_from_probabilities
+    from stages.tools.infer import draw_overlay
     frame = np.full((120, 160, 3), 200, np.uint8)
     prediction = prediction_from_probabilities(np.array([0.25, 0.75]), ["a", "b"])
     shown = draw_overlay(frame, prediction, fill=1.0)

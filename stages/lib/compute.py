@@ -31,7 +31,7 @@ come back exactly as they left (arrays, dicts, floats) without Arrow's type
 conversions. The `stages` package is shipped to the workers (Ray's
 `py_modules`); the data is not: a worker opens the paths its items name, so
 every machine must see the data at the same absolute path (a shared
-filesystem, or a copy put there by `dvc pull`; README, "Scale out").
+filesystem, or a copy put there by `dvc pull`; docs/scale-out.md).
 
 An item function that raises `WorkerError` stops the run with that message
 on either engine (a machine that cannot see the data); anything else per item
@@ -284,7 +284,7 @@ def connect(settings: ComputeSettings) -> bool:
         except (ConnectionError, RuntimeError) as error:
             raise WorkerError(f"cannot join the Ray cluster at {settings.address} ({type(error).__name__}: "
                               f"{str(error).splitlines()[0]}): is `ray start --head` running there, and does "
-                              "this machine hold its token in ~/.ray/auth_token? (README, \"Scale out\")") from None
+                              "this machine hold its token in ~/.ray/auth_token? (docs/scale-out.md)") from None
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     resources = ray.cluster_resources()
     print(f"compute: Ray {'started here' if settings.address is None else 'at ' + settings.address} in "
@@ -302,7 +302,7 @@ def check_reachable(address: str, timeout_seconds: float = 5.0) -> None:
         socket.create_connection((host, int(port)), timeout=timeout_seconds).close()
     except OSError as error:
         raise WorkerError(f"cannot join the Ray cluster at {address}: {error}; is `ray start --head "
-                          f"--port={port}` running on {host}? (README, \"Scale out\")") from None
+                          f"--port={port}` running on {host}? (docs/scale-out.md)") from None
 
 
 def send_token_if_there_is_one() -> None:

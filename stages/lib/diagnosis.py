@@ -1,4 +1,4 @@
-"""Why a dataset is hard for the model: figures read from a pipeline workspace (used by stages/devset.py).
+"""Why a dataset is hard for the model: figures read from a pipeline workspace (used by stages/tools/devset.py).
 
 Usage:
     from stages.lib.diagnosis import diagnose_workspace

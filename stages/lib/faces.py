@@ -24,7 +24,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from stages.lib.video import CropBox
+from stages.lib.sampling import CropBox
 
 DETECTION_LONG_SIDE = 320        # faces are found on a copy this size: 3x faster, faces stay >= 20 px
 MIN_FACE_SHARE = 0.06            # of the frame's height: smaller faces are people in the background

@@ -8,11 +8,11 @@ Usage:
     same = KeypointExtractor.from_archive(archive)   # per-frame part, so a served model needs no download
 
 `backbone.name: keypoints` makes this the pipeline's per-frame encoder in place of MobileNetV2
-(README, "Real clips"): extract caches these features, the head learns from them, and the served
+(docs/real-clips.md): extract caches these features, the head learns from them, and the served
 bundle carries both models for the live path.
 
 Why: on real clips of many signers the ImageNet embedding is mostly who and where the signer is
-(README, "Real clips"); keypoints keep the hands and arms and drop the person and the room.
+(docs/real-clips.md); keypoints keep the hands and arms and drop the person and the room.
 
 Per frame: the pose landmark model on the frame scaled to 256 px gives the face, shoulders,
 elbows, wrists and the knuckles the body model sees; a square crop around each wrist, turned so

@@ -28,3 +28,10 @@ def cpu_description() -> dict:
         flags = set(flag_lines[0]) if flag_lines else set()
     return {"cpu_model": model, "cpu_cores": os.cpu_count(), "machine": platform.machine(),
             "cpu_vector_extensions": " ".join(flag for flag in VECTOR_FLAGS if flag in flags)}
+
+
+def machine_line(description: dict | None = None) -> str:
+    """'AMD EPYC, 2 cores, avx2 fma avx512f': one line to quote beside a figure."""
+    description = description or cpu_description()
+    return (f"{description['cpu_model']}, {description['cpu_cores']} cores, "
+            f"{description['cpu_vector_extensions'] or 'no AVX2'}")

@@ -52,7 +52,7 @@ def build_head(seq_len: int, num_classes: int, lstm_units: int, dropout: float,
     (`backbone.name: keypoints`, stages/lib/keypoints.py), which also turn `centre_in_time` off:
     centring takes the signer and the room out of an ImageNet embedding, but keypoints are already in
     body coordinates, and centring them would take away where the hands are, which is part of the
-    sign (measured: README, "Real clips").
+    sign (measured: docs/real-clips.md).
     """
     embeddings = keras.Input((seq_len, feature_size), name="embeddings")
     motion = TemporalCentering(name="temporal_centering")(embeddings) if centre_in_time \

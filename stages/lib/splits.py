@@ -24,6 +24,8 @@ average (the sample stage warns when a split ends up empty).
 from __future__ import annotations
 
 import hashlib
+import unicodedata
+from pathlib import Path
 
 SPLITS = ("train", "val", "test")
 SPLIT_MODES = ("given", "signer", "stratified")
@@ -55,3 +57,34 @@ def assign_split(label: str, signer: str, split_key: str, given_split: str,
     if signer and mode != "stratified":
         return split_for_fraction(unit_hash(str(seed), "signer", signer), val_fraction, test_fraction)
     return split_for_fraction(unit_hash(str(seed), "clip", label, split_key), val_fraction, test_fraction)
+
+
+def split_mode(data: dict) -> str:
+    """`data.split`, except that synthetic data always keeps its index's held-out signers.
+
+    The generator fixes exactly which signers are validation and test; hashing
+    ten signers could leave the test split empty.
+    """
+    return "given" if data["source"] == "synthetic" else data["split"]
+
+
+def split_key(path: Path, root: Path) -> str:
+    """The clip's path relative to the dataset root, NFC-normalised: what the split hashes.
+
+    Relative to the root (not the working folder) and normalised, so the same
+    dataset gets the same split on every machine, wherever it is mounted.
+    """
+    try:
+        relative = path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        relative = path.as_posix()
+    return unicodedata.normalize("NFC", relative)
+
+
+def planned_split(label: str, signer: str, path: Path, given_split: str, params: dict) -> str:
+    """The split the sample stage gives a found file under `params` (its data, sample and base sections):
+    the one rule, for the stage and for the app's Record and Train pages, which show it before a run.
+    Raises ValueError for a given split it does not know."""
+    base, data, sample = params["base"], params["data"], params["sample"]
+    return assign_split(label, signer, split_key(path, Path(data["path"])), given_split, sample["val_fraction"],
+                        sample["test_fraction"], base["seed"], mode=split_mode(data))

@@ -1,12 +1,14 @@
 """Scoring spotted signs against a stream's ground truth: sign error rate, false signs, latency.
 
 Usage:
-    from stages.lib.stream_scoring import score_stream, summarise_streams
+    from stages.lib.stream_scoring import score_stream, summarise_streams, record_streams, stream_metrics
     score = score_stream(spotted, truth, duration_seconds)     # one stream
     summary = summarise_streams([score, ...])                  # the figures evaluate reports
+    streams = record_streams(bundle, Path("data/streams"), ("val",), Path("features/cache"))
+    figures = stream_metrics(bundle, streams, settings, prefix="val_stream_")   # calibrate and evaluate
 
 A stream's truth is the JSON the generate stage writes beside it (the same
-schema `python -m stages.infer --mode signs --json` prints): signs in order,
+schema `python -m stages.tools.infer --mode signs --json` prints): signs in order,
 each with start and end seconds. The sign error rate is the edit distance
 (substitutions, insertions, deletions) between the emitted and the true sign
 sequences, summed over streams and divided by the number of true signs.
@@ -15,9 +17,12 @@ emitted sign of the same name: emission time minus the true sign's end.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -85,3 +90,60 @@ def summarise_streams(scores: list[StreamScore], prefix: str = "stream_") -> dic
         f"{prefix}idle_minutes": round(idle_minutes, 2),
     }
     return summary
+
+
+# --- recorded streams: the files generate writes, through the live path --------------------------
+
+@dataclass
+class RecordedStream:
+    path: Path
+    split: str
+    idle: bool
+    duration: float
+    truth: list[TrueSign]
+    step_times: np.ndarray           # (steps,) stream seconds of each model step
+    step_probabilities: np.ndarray   # (steps, classes)
+
+
+def read_stream_index(streams_dir: Path) -> pd.DataFrame:
+    index_path = Path(streams_dir) / "index.csv"
+    if not index_path.exists():
+        return pd.DataFrame(columns=["path", "split", "signer", "kind", "duration"])
+    return pd.read_csv(index_path, keep_default_na=False)
+
+
+def read_truth(video_path: Path) -> list[TrueSign]:
+    record = json.loads(Path(video_path).with_suffix(".json").read_text())
+    return [TrueSign(sign["sign"], float(sign["start"]), float(sign["end"])) for sign in record["signs"]]
+
+
+def record_streams(bundle, streams_dir: Path, splits: tuple[str, ...], cache_dir: Path) -> list[RecordedStream]:
+    """Every stream of the given splits through the live path, once (kept frames replayed where the
+    library has them: stages/lib/streaming.py `stream_steps`); the steps kept for spotting."""
+    from stages.lib.streaming import STREAM_CACHE_FOLDER, frame_encoder_digest, stream_steps, take_path_code_digest
+    recorded, replayed = [], 0
+    index = read_stream_index(streams_dir)
+    encoder_digest, code_digest = frame_encoder_digest(bundle), take_path_code_digest()   # shared by every key
+    for row in index[index["split"].isin(splits)].itertuples():
+        path = Path(streams_dir) / row.path
+        (times, probabilities), from_cache = stream_steps(bundle, path, cache_dir, encoder_digest, code_digest)
+        replayed += from_cache
+        recorded.append(RecordedStream(path, row.split, row.kind == "idle", float(row.duration), read_truth(path),
+                                       times, probabilities))
+    print(f"streams ({', '.join(splits)}): {len(recorded)} through the live path, {replayed} of them replayed "
+          f"from the embeddings kept in {Path(cache_dir) / STREAM_CACHE_FOLDER}")
+    return recorded
+
+
+def spot_recorded(bundle, stream: RecordedStream, settings) -> list:
+    """The signs the spotter emits over a recorded stream's steps, with `settings` (a SpottingSettings)."""
+    from stages.lib.streaming import spot_signs
+    return spot_signs(stream.step_times, stream.step_probabilities, bundle.labels, bundle.no_sign_label,
+                      settings, bundle.window_seconds)
+
+
+def stream_metrics(bundle, streams: list[RecordedStream], settings, prefix: str) -> dict:
+    """Sign error rate, false signs a minute and latency over `streams`, keys prefixed with `prefix`."""
+    scores = [score_stream(spot_recorded(bundle, stream, settings), stream.truth, stream.duration, stream.idle)
+              for stream in streams]
+    return summarise_streams(scores, prefix) if scores else {}

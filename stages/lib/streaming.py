@@ -45,6 +45,7 @@ Not thread-safe: one recognizer and one spotter per video stream.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -293,7 +294,7 @@ class TakenFrames:
     """The frames a recognizer took from a stream, as embeddings: everything its head steps need."""
     times: np.ndarray          # (taken,) stream seconds of each frame the clock took
     ticks: np.ndarray          # (taken,) clock ticks each covered (more than 1 after a gap in the stream)
-    embeddings: np.ndarray     # (taken, 1280) float32
+    embeddings: np.ndarray     # (taken, features) float32
 
     def as_arrays(self) -> dict[str, np.ndarray]:
         return {"times": self.times, "ticks": self.ticks, "embeddings": self.embeddings}
@@ -334,3 +335,49 @@ def replay_stream_steps(bundle: ServedBundle, taken: TakenFrames) -> tuple[np.nd
             probabilities.append(recognizer.latest_probabilities)
     stacked = np.stack(probabilities) if probabilities else np.zeros((0, len(bundle.labels)))
     return np.array(times, np.float64), stacked
+
+
+# --- the kept frames of recorded streams ----------------------------------------------------------
+
+# Under paths.embedding_cache: each stream's taken frames as embeddings (`stream_steps`).
+STREAM_CACHE_FOLDER = "streams"
+
+
+def stream_cache_path(cache_dir: Path, stream_path: Path, encoder_digest: str, code_digest: str,
+                      bundle: ServedBundle) -> Path:
+    """Where a stream's taken frames are kept, keyed by all they depend on: the stream's bytes, the served
+    frame encoder's bytes, the sampling rule (rate, image size, crop) and the take path's code. The head
+    is not in the key."""
+    digest = hashlib.blake2b(Path(stream_path).read_bytes(), digest_size=16)
+    digest.update(f"{encoder_digest}|{json.dumps(bundle.sampling.as_dict(), sort_keys=True)}|"
+                  f"{code_digest}".encode())
+    return Path(cache_dir) / STREAM_CACHE_FOLDER / f"{digest.hexdigest()}.npz"
+
+
+def frame_encoder_digest(bundle: ServedBundle) -> str:
+    """The served frame encoder's bytes, as part of a kept stream's key."""
+    return hashlib.blake2b(bundle.file("frame_encoder_tflite").read_bytes(), digest_size=16).hexdigest()
+
+
+def stream_steps(bundle: ServedBundle, path: Path, cache_dir: Path, encoder_digest: str, code_digest: str
+                 ) -> tuple[tuple[np.ndarray, np.ndarray], bool]:
+    """A stream file's live-path steps ((steps,) times, (steps, classes) probabilities), and whether they
+    were replayed.
+
+    The first run decodes it and runs the backbone on every frame the clock takes, as Live does,
+    and keeps those frames' embeddings; a later run with the same stream, encoder and sampling
+    (a `train.*` or `spotting.*` experiment, or evaluate after calibrate) replays them through
+    the same ring buffer and head.
+    """
+    from stages.lib.storage import atomic_path  # h5py only when streams are kept
+    from stages.lib.video import iterate_video_frames
+    cached = stream_cache_path(cache_dir, path, encoder_digest, code_digest, bundle)
+    if cached.exists():
+        with np.load(cached) as arrays:
+            taken = TakenFrames(arrays["times"], arrays["ticks"], arrays["embeddings"])
+        return replay_stream_steps(bundle, taken), True
+    taken = take_stream_frames(bundle, iterate_video_frames(path))
+    with atomic_path(cached) as tmp:
+        with open(tmp, "wb") as handle:           # a file object: np.savez would add ".npz" to the name
+            np.savez(handle, **taken.as_arrays())
+    return replay_stream_steps(bundle, taken), False

@@ -1,10 +1,10 @@
 """Accuracy on a folder of real clips, end to end, and what each lever buys: an opt-in recipe, not a stage.
 
 Usage:
-    python -m stages.devset /path/to/wlasl50                   # default params: one row, the headline figures
-    python -m stages.devset /path/to/wlasl50 --levers          # + each lever as a DVC experiment: the ablation table
-    python -m stages.devset /path/to/wlasl50 --diagnose        # why: face size in the model's frame, embedding
-                                                               # variance by clip, loss curves, temporal centring
+    python -m stages.tools.devset /path/to/wlasl50             # default params: one row, the headline figures
+    python -m stages.tools.devset /path/to/wlasl50 --levers    # + each lever as a DVC experiment: the ablation table
+    python -m stages.tools.devset /path/to/wlasl50 --diagnose  # why: face size in the model's frame, embedding
+                                                         # variance by clip, loss curves, temporal centring
 
 It builds its own workspace (`--workspace`, default ~/.cache/signlang/devset/<folder name>): a
 copy of this repository's code, dvc.yaml and params.yaml with `data.source: folder` and
@@ -29,11 +29,11 @@ from pathlib import Path
 
 import yaml
 
-from stages.lib.machine import cpu_description
+from stages.lib.machine import cpu_description, machine_line
 from stages.lib.pinned_wheel import cache_dir
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-# The levers of the README's ablation table: a name, and the params a user would set for it.
+REPOSITORY = Path(__file__).resolve().parents[2]
+# The levers of the ablation table (docs/real-clips.md): a name, and the params a user would set for it.
 LEVERS: tuple[tuple[str, dict], ...] = (
     ("whole frame, letterboxed (sample.crop none)", {"sample.crop": "none"}),
     ("crop to the signing space (sample.crop signing_space)", {"sample.crop": "signing_space"}),
@@ -44,7 +44,7 @@ LEVERS: tuple[tuple[str, dict], ...] = (
     ("body and hand keypoints instead of MobileNetV2 (backbone.name keypoints)", {"backbone.name": "keypoints"}),
 )
 # End-to-end fine-tuning is left out of the recipe: on WLASL50 here an epoch took 10 minutes and two
-# epochs learned nothing the validation split could see (README, "Real clips").
+# epochs learned nothing the validation split could see (docs/real-clips.md).
 FIGURES = ("val_accuracy", "val_top3_accuracy", "test_accuracy", "test_top3_accuracy")
 
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dataset", type=Path, help="a folder of clips in the folder layout (<sign>/<clip>.mp4)")
     parser.add_argument("--workspace", type=Path, help="where the pipeline runs (default: under ~/.cache/signlang)")
     parser.add_argument("--levers", action="store_true", help="run each lever as an experiment: the ablation table")
-    parser.add_argument("--diagnose", action="store_true", help="print the diagnosis figures of the README")
+    parser.add_argument("--diagnose", action="store_true", help="print the diagnosis figures of docs/real-clips.md")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     arguments = parser.parse_args(argv)
     if not arguments.dataset.is_dir():
@@ -136,8 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     if arguments.diagnose:
         from stages.lib.diagnosis import diagnose_workspace
         print(json.dumps(diagnose_workspace(workspace), indent=2))
-    if arguments.json:
-        arguments.json.write_text(json.dumps(rows, indent=2) + "\n")
+    if arguments.json:     # the shape `python -m stages.tools.report` reads (reports/devset.json)
+        record = {"dataset": arguments.dataset.resolve().name, "machine": machine_line(), "rows": rows}
+        arguments.json.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """How sample and extract scale with the compute engine on this machine: a script, not a DVC stage.
 
 Usage:
-    python -m stages.benchmark_scaling                  # writes reports/scaling.json and prints it
-    python -m stages.benchmark_scaling --clips 16 --repeats 1
+    python -m stages.tools.benchmark_scaling                  # writes reports/scaling.json and prints it
+    python -m stages.tools.benchmark_scaling --clips 16 --repeats 1
 
 Times the stages' own per-clip work through stages/lib/compute.py, on the same
 inputs, with `compute.engine: local`, and with `ray` on 1 and on 2 workers
@@ -215,5 +215,5 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     # The importable module's main: what it sends to Ray workers must pickle as stages.*, not __main__.
-    from stages.benchmark_scaling import main as importable_main
+    from stages.tools.benchmark_scaling import main as importable_main
     importable_main()

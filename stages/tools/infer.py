@@ -1,11 +1,11 @@
 """Recognise signs in a video file, or live on a webcam, with the served model.
 
 Usage:
-    python -m stages.infer VIDEO                       # top-3 of the clip's centred window (one isolated sign)
-    python -m stages.infer VIDEO --mode signs          # the signs made in the video, in order, with their times
-    python -m stages.infer VIDEO --mode signs --json   # ... as {"signs": [{"sign", "start", "end", "confidence"}]}
-    python -m stages.infer VIDEO --mode stream --json  # the live path fed from a file: its last prediction
-    python -m stages.infer --webcam 0                  # live on camera 0: prints each sign as it is made
+    python -m stages.tools.infer VIDEO                 # top-3 of the clip's centred window (one isolated sign)
+    python -m stages.tools.infer VIDEO --mode signs    # the signs made in the video, in order, with their times
+    python -m stages.tools.infer VIDEO --mode signs --json   # ... as {"signs": [{"sign", "start", "end", ...}]}
+    python -m stages.tools.infer VIDEO --mode stream --json  # the live path fed from a file: its last prediction
+    python -m stages.tools.infer --webcam 0            # live on camera 0: prints each sign as it is made
 
 `--mode clip` samples the clip exactly as training did (the card's sampling
 rule, so the CLI refuses what the pipeline refuses) and classifies its
