@@ -5,6 +5,8 @@ Usage:
     python -m stages.tools.devset /path/to/wlasl50 --levers    # + each lever as a DVC experiment: the ablation table
     python -m stages.tools.devset /path/to/wlasl50 --diagnose  # why: face size in the model's frame, embedding
                                                          # variance by clip, loss curves, temporal centring
+    python -m stages.tools.devset /path/to/wlasl50 --folds 5 [--seeds 0,1] [--levers] [--json PATH]
+                             # stratified 5-fold cross-validation: mean and sd of top-1 and top-3 per row
 
 It builds its own workspace (`--workspace`, default ~/.cache/signlang/devset/<folder name>): a
 copy of this repository's code, dvc.yaml and params.yaml with `data.source: folder` and
@@ -16,6 +18,13 @@ The clips stay where they are: the workspace names the folder, it never copies o
 
 Each row prints validation and test top-1 and top-3 accuracy, and the run's wall time on this
 machine (with the CPU model), as a markdown table; `--json` writes it too.
+
+With `--folds K` the figures come from stratified K-fold cross-validation instead of the one
+split (stages/tools/crossval.py): the folder's clips are sampled and their features extracted
+once per row's features (`dvc repro extract`, or `dvc exp run ... extract` for a lever that
+changes them), then one head per fold (and per seed) is trained and scored on its held-out fold.
+Rows: the defaults, the real-clips preset (`backbone.name: keypoints`), the logistic-regression
+floor on each, and with `--levers` every lever that changes features or the head.
 """
 from __future__ import annotations
 
@@ -103,6 +112,59 @@ def lever_row(workspace: Path, name: str, changes: dict) -> dict:
     return {"row": name, **figures, "seconds": round(seconds)}
 
 
+# What `--folds` cross-validates besides the defaults: the real-clips preset, then (with --levers) each lever
+# that changes the features or the head. evaluate.* levers (test-time averaging) act after the head: left out.
+PRESET_ROW = ("real-clips preset: body and hand keypoints (backbone.name keypoints)", {"backbone.name": "keypoints"})
+
+
+def extract_for(workspace: Path, changes: dict) -> None:
+    """The workspace's features for `changes` (none: the defaults), the params left as they apply."""
+    settings = [item for key, value in changes.items() for item in ("-S", f"{key}={json.dumps(value)}")]
+    command = ["exp", "run", *settings, "extract"] if changes else ["repro", "extract"]
+    run([sys.executable, "-m", "dvc", *command], workspace)
+
+
+def back_to_baseline(workspace: Path) -> None:
+    run(["git", "reset", "--hard", "-q"], workspace)
+    run([sys.executable, "-m", "dvc", "checkout", "--force", "-q"], workspace)
+
+
+def cross_validated_rows(workspace: Path, folds: int, seeds: list[int], levers: bool) -> list[dict]:
+    """One row per setting: the head over folds x seeds, and the floor on the same features and folds."""
+    from stages.tools.crossval import cross_validate_floor, cross_validate_head
+    settings = [("defaults (only data.source, data.path set)", {}), PRESET_ROW]
+    if levers:
+        settings += [(name, changes) for name, changes in LEVERS
+                     if not any(key.startswith("evaluate.") for key in changes) and changes != PRESET_ROW[1]]
+    rows = []
+    for index, (name, changes) in enumerate(settings):
+        started = time.perf_counter()
+        extract_for(workspace, changes)
+        extract_seconds = time.perf_counter() - started
+        head = cross_validate_head(workspace, folds, seeds)
+        rows.append({"row": name, "changes": changes, **head, "extract_seconds": round(extract_seconds)})
+        print(f"{name}: {rows[-1]}", flush=True)
+        if index < 2:   # the floor for the two headline feature sets
+            floor = cross_validate_floor(workspace, folds)
+            rows.append({"row": f"floor: logistic regression on clip statistics, {name.split(' (')[0]} features",
+                         "changes": changes, **floor, "extract_seconds": round(extract_seconds)})
+            print(f"{rows[-1]['row']}: {rows[-1]}", flush=True)
+        if changes:
+            back_to_baseline(workspace)
+    return rows
+
+
+def cross_validated_table(rows: list[dict]) -> str:
+    lines = [f"Measured on {machine_line()}; stratified {rows[0]['folds']}-fold cross-validation, "
+             f"mean ± sd over folds x seeds.", "",
+             "| row | top-1 | top-3 | features (extract) | heads (all folds) |", "|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['row']} | {row['top1_mean']:.3f} ± {row['top1_sd']:.3f} | "
+                     f"{row['top3_mean']:.3f} ± {row['top3_sd']:.3f} | {row['extract_seconds']} s | "
+                     f"{row['seconds']} s |")
+    return "\n".join(lines)
+
+
 def markdown_table(rows: list[dict]) -> str:
     cpu = cpu_description()
     lines = [f"Measured on {cpu['cpu_model']} ({cpu['cpu_cores']} cores; {cpu['cpu_vector_extensions']}).", "",
@@ -120,12 +182,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--levers", action="store_true", help="run each lever as an experiment: the ablation table")
     parser.add_argument("--diagnose", action="store_true", help="print the diagnosis figures of docs/real-clips.md")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    parser.add_argument("--folds", type=int, default=0, help="stratified k-fold cross-validation (e.g. 5)")
+    parser.add_argument("--seeds", default="0", help="head seeds for --folds, comma-separated (default: 0)")
     arguments = parser.parse_args(argv)
     if not arguments.dataset.is_dir():
         raise SystemExit(f"{arguments.dataset} is not a folder")
     workspace = arguments.workspace or cache_dir() / "devset" / arguments.dataset.resolve().name
     make_workspace(arguments.dataset, workspace)
     print(f"workspace: {workspace}", flush=True)
+    if arguments.folds:
+        seeds = [int(seed) for seed in arguments.seeds.split(",")]
+        rows = cross_validated_rows(workspace, arguments.folds, seeds, arguments.levers)
+        print(cross_validated_table(rows))
+        if arguments.json:
+            record = {"dataset": arguments.dataset.resolve().name, "machine": machine_line(),
+                      "protocol": f"stratified {arguments.folds}-fold cross-validation", "rows": rows}
+            arguments.json.write_text(json.dumps(record, indent=2) + "\n")
+        return
     rows = [baseline_row(workspace)]
     print(markdown_table(rows), flush=True)
     if arguments.levers:
