@@ -112,9 +112,20 @@ def lever_row(workspace: Path, name: str, changes: dict) -> dict:
     return {"row": name, **figures, "seconds": round(seconds)}
 
 
-# What `--folds` cross-validates besides the defaults: the real-clips preset, then (with --levers) each lever
-# that changes the features or the head. evaluate.* levers (test-time averaging) act after the head: left out.
+# What `--folds` cross-validates: named rows (`--rows`, default: the defaults and the real-clips preset),
+# and with --levers each lever that changes the features or the head (evaluate.* levers, test-time
+# averaging, act after the head: left out).
 PRESET_ROW = ("real-clips preset: body and hand keypoints (backbone.name keypoints)", {"backbone.name": "keypoints"})
+CROSS_VALIDATED_ROWS = {
+    "defaults": ("defaults (only data.source, data.path set)", {}),
+    "keypoints": PRESET_ROW,
+    # The hand model's pixels: keypoints on frames sampled at 448 px instead of 224 (a hand 2x as wide).
+    "keypoints-448": ("keypoints on 448 px frames (backbone.name keypoints, base.image_size 448)",
+                      {"backbone.name": "keypoints", "base.image_size": 448}),
+    "keypoints-320": ("keypoints on 320 px frames (backbone.name keypoints, base.image_size 320)",
+                      {"backbone.name": "keypoints", "base.image_size": 320}),
+}
+DEFAULT_ROWS = "defaults,keypoints"
 
 
 def extract_for(workspace: Path, changes: dict) -> None:
@@ -129,10 +140,11 @@ def back_to_baseline(workspace: Path) -> None:
     run([sys.executable, "-m", "dvc", "checkout", "--force", "-q"], workspace)
 
 
-def cross_validated_rows(workspace: Path, folds: int, seeds: list[int], levers: bool) -> list[dict]:
+def cross_validated_rows(workspace: Path, folds: int, seeds: list[int], levers: bool,
+                         row_names: list[str]) -> list[dict]:
     """One row per setting: the head over folds x seeds, and the floor on the same features and folds."""
-    from stages.tools.crossval import cross_validate_floor, cross_validate_head
-    settings = [("defaults (only data.source, data.path set)", {}), PRESET_ROW]
+    from stages.tools.crossval import cross_validate_floor, cross_validate_head, feature_summary
+    settings = [CROSS_VALIDATED_ROWS[name] for name in row_names]
     if levers:
         settings += [(name, changes) for name, changes in LEVERS
                      if not any(key.startswith("evaluate.") for key in changes) and changes != PRESET_ROW[1]]
@@ -142,9 +154,10 @@ def cross_validated_rows(workspace: Path, folds: int, seeds: list[int], levers: 
         extract_for(workspace, changes)
         extract_seconds = time.perf_counter() - started
         head = cross_validate_head(workspace, folds, seeds)
-        rows.append({"row": name, "changes": changes, **head, "extract_seconds": round(extract_seconds)})
+        rows.append({"row": name, "changes": changes, **head, "extract_seconds": round(extract_seconds),
+                     **feature_summary(workspace)})
         print(f"{name}: {rows[-1]}", flush=True)
-        if index < 2:   # the floor for the two headline feature sets
+        if index < len(row_names):   # the floor for each named row's features
             floor = cross_validate_floor(workspace, folds)
             rows.append({"row": f"floor: logistic regression on clip statistics, {name.split(' (')[0]} features",
                          "changes": changes, **floor, "extract_seconds": round(extract_seconds)})
@@ -184,6 +197,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     parser.add_argument("--folds", type=int, default=0, help="stratified k-fold cross-validation (e.g. 5)")
     parser.add_argument("--seeds", default="0", help="head seeds for --folds, comma-separated (default: 0)")
+    parser.add_argument("--rows", default=DEFAULT_ROWS,
+                        help=f"rows for --folds, comma-separated, of: {', '.join(CROSS_VALIDATED_ROWS)} "
+                             f"(default: {DEFAULT_ROWS})")
     arguments = parser.parse_args(argv)
     if not arguments.dataset.is_dir():
         raise SystemExit(f"{arguments.dataset} is not a folder")
@@ -192,7 +208,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"workspace: {workspace}", flush=True)
     if arguments.folds:
         seeds = [int(seed) for seed in arguments.seeds.split(",")]
-        rows = cross_validated_rows(workspace, arguments.folds, seeds, arguments.levers)
+        row_names = arguments.rows.split(",")
+        unknown = sorted(set(row_names) - set(CROSS_VALIDATED_ROWS))
+        if unknown:
+            raise SystemExit(f"unknown rows {unknown}; choose from {', '.join(CROSS_VALIDATED_ROWS)}")
+        rows = cross_validated_rows(workspace, arguments.folds, seeds, arguments.levers, row_names)
         print(cross_validated_table(rows))
         if arguments.json:
             record = {"dataset": arguments.dataset.resolve().name, "machine": machine_line(),
