@@ -56,7 +56,7 @@ class LiveSnapshot:
     top: list[tuple[str, float]] = field(default_factory=list)   # smoothed top-k, best first; [] while filling
     current_sign: str | None = None          # the sign being recognised now; None = no sign
     confidence: float = 0.0                  # its smoothed probability
-    buffer_fill: float = 0.0                 # 0..1 of the ring buffer; predictions start at 1
+    buffer_fill: float = 0.0                 # 0..1 of the ring buffer; predictions start at PREDICT_FROM_FILL
     frames_per_second: float = 0.0           # camera frames processed per second (skipped ones included)
     model_steps: int = 0                     # head runs since the stream (re)started
     sentence: list[SpottedSign] = field(default_factory=list)   # emitted signs, oldest first

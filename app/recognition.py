@@ -64,6 +64,9 @@ def spot_sampled_frames(bundle: ServedBundle, frames: np.ndarray, spotting: Spot
         recognizer.push_prepared_frame(frame)
         if recognizer.stepped:
             spotter.update(recognizer.latest_probabilities, index / bundle.sample_fps)
+    if len(frames):
+        for held in recognizer.hold_still((len(frames) - 1) / bundle.sample_fps):   # as --mode signs ends a file
+            spotter.update(recognizer.latest_probabilities, held)
     return spotter.finish()
 
 

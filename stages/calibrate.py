@@ -95,7 +95,7 @@ def clip_steps(bundle: ServedBundle, label: str, embeddings: np.ndarray) -> Clip
     padded = held_still(embeddings, bundle.seq_len).astype(np.float32)
     times = np.arange(len(padded)) / bundle.sample_fps
     taken = TakenFrames(times, np.ones(len(padded), np.int64), padded)
-    return ClipSteps(label, *replay_stream_steps(bundle, taken))
+    return ClipSteps(label, *replay_stream_steps(bundle, taken, hold_end=False))   # held above already
 
 
 def validation_clip_steps(bundle: ServedBundle, paths: dict) -> list[ClipSteps]:

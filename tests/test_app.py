@@ -516,6 +516,7 @@ def test_record_page_takes_good_names_and_asks_for_the_idle_class(recordings_roo
     assert "No clips yet" in texts(app.info) and "`_none`" in texts(app.info)
     app.radio(key="record_kind").set_value("No sign (idle)").run()
     assert "**Sign:** `_none`, no sign" in texts(app.markdown)
+    assert "get into position without signing" in texts(app.markdown)     # the wait that false signs fall on
     assert not [box for box in app.text_input if box.key == "record_new_sign"]
 
 

@@ -55,7 +55,7 @@ def test_the_ring_buffer_holding_a_windows_frames_equals_the_full_graph_on_them(
     frames, _ = windows
     recognizer = StreamingRecognizer(bundle)
     outputs = [recognizer.push_prepared_frame(frame) for frame in frames[0]]
-    assert all(output is None for output in outputs[:-1])            # buffer filling
+    assert all(output is None for output in outputs[:recognizer.predict_from_frames - 1])   # buffer filling
     expected = bundle.keras_model.predict(frames[:1], verbose=0)[0]
     np.testing.assert_allclose(recognizer.latest_probabilities, expected, atol=TOLERANCE)
     # The next window's frames push the first one out of the ring buffer entirely.
@@ -78,11 +78,44 @@ def test_replaying_a_streams_taken_frames_gives_the_live_paths_steps(trained_wor
         if recognizer.stepped:
             times.append(timestamp)
             probabilities.append(recognizer.latest_probabilities)
+    for held in recognizer.hold_still(timestamp):                    # the file's end, held for a window
+        times.append(held)
+        probabilities.append(recognizer.latest_probabilities)
     taken = take_stream_frames(bundle, iterate_video_frames(stream))
-    assert len(times) > 10 and np.sum(np.cumsum(taken.ticks) >= bundle.seq_len) == len(times)  # a step a frame, once full
+    steps_in_file = np.sum(np.cumsum(taken.ticks) >= recognizer.predict_from_frames)   # a step a frame, from then
+    assert len(times) > 10 and steps_in_file + bundle.seq_len == len(times)
     replayed_times, replayed = replay_stream_steps(bundle, taken)
     np.testing.assert_array_equal(replayed_times, times)
     np.testing.assert_array_equal(replayed, np.stack(probabilities))     # the same ring buffer and head: the same bits
+
+
+def test_predictions_begin_at_half_a_window_padded_with_the_first_frame_as_a_clip_is(bundle, windows):
+    """A sign made just after the camera starts: the buffer is the first frame held, then the frames so far,
+    which is the window a short clip gets (windows.py pads with the first frame), and the graph agrees."""
+    from stages.lib.streaming import PREDICT_FROM_FILL
+    frames, _ = windows
+    recognizer = StreamingRecognizer(bundle)
+    first_step = None
+    for count, frame in enumerate(frames[0], start=1):
+        if recognizer.push_prepared_frame(frame) is not None and first_step is None:
+            first_step = count
+            padded = np.concatenate([np.repeat(frames[0][:1], bundle.seq_len - count, axis=0), frames[0][:count]])
+            np.testing.assert_allclose(recognizer.latest_probabilities,
+                                       bundle.keras_model.predict(padded[None], verbose=0)[0], atol=TOLERANCE)
+    assert first_step == max(int(np.ceil(PREDICT_FROM_FILL * bundle.seq_len)), 1) < bundle.seq_len
+    assert recognizer.buffer_fill == 1.0
+
+
+def test_a_files_end_is_held_for_a_window_so_its_last_sign_passes_through(bundle, windows):
+    frames, _ = windows
+    recognizer = StreamingRecognizer(bundle)
+    for frame in frames[0]:
+        recognizer.push_prepared_frame(frame)
+    held = list(recognizer.hold_still(10.0))
+    assert held == pytest.approx([10.0 + tick / bundle.sample_fps for tick in range(1, bundle.seq_len + 1)])
+    still = np.repeat(frames[0][-1:], bundle.seq_len, axis=0)             # the last frame, a window of it
+    np.testing.assert_allclose(recognizer.latest_probabilities,
+                               bundle.keras_model.predict(still[None], verbose=0)[0], atol=TOLERANCE)
 
 
 def test_camera_frames_enter_at_the_training_sampling_rate(bundle):

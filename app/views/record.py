@@ -56,6 +56,11 @@ SHOWN_RESULT_KEY = "record_shown_result"  # the recording whose result this page
 PREVIEW_KEY = "record_preview"            # {clip path: webm bytes} of the clip played back
 STATUS_CONTAINER_KEY = "record_status"    # CSS class st-key-record_status: the recorder's state as text
 SIGN_CHOICE, IDLE_CHOICE = "A sign", "No sign (idle)"
+# What the idle clips must hold. The live path's false signs fall on "into position" movements (the hands
+# rise, wait at a sign's start pose, drop), so those are asked for by name, not only rest and fidgeting.
+IDLE_INSTRUCTION = ("Make no sign: stand at rest, fidget, and **get into position without signing**: raise "
+                    "your hands to where one of your signs starts, wait there a moment, and drop them. Vary "
+                    "it from clip to clip (another sign's start, a scratch, a glance away).")
 NEW_SIGN = "➕ New sign"
 # How often the status line is redrawn while the camera plays: the countdown and progress are drawn on
 # the video itself; a faster redraw costs the server's CPU, which the WebRTC stream needs more.
@@ -108,8 +113,7 @@ def chosen_names(summary: RecordingsSummary) -> tuple[str | None, str | None, li
     with sign_column:
         if kind == IDLE_CHOICE:
             sign = check_sign_name(NO_SIGN_LABEL, existing, idle=True)
-            st.markdown(f"**Sign:** `{NO_SIGN_LABEL}`, no sign  \nStand at rest, fidget, raise your hands "
-                        "and drop them, without signing.")
+            st.markdown(f"**Sign:** `{NO_SIGN_LABEL}`, no sign  \n{IDLE_INSTRUCTION}")
         else:
             options = sign_options(summary)
             prepare_sign_choice(options)

@@ -46,8 +46,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,10 @@ from stages.lib.video import SamplingClock, prepare_reduced_frame, reduce_frame
 
 EPSILON_SECONDS = 1e-6
 LIB_DIR = Path(__file__).resolve().parent
+# Predictions begin when this share of a window holds frames of the stream (the rest: its first frame,
+# held). On the built-in validation streams and clips, half a window kept the figures of a full one
+# (docs/recognition.md, "The edges of a stream"); earlier, a buffer of mostly one frame is a guess.
+PREDICT_FROM_FILL = 0.5
 # The code a camera frame goes through before the ring buffer: the clock, frame reduction and crop,
 # the bundle's engines. Frames kept from a stream are valid only for the code that took them.
 TAKE_PATH_SOURCES = ("streaming.py", "video.py", "faces.py", "sampling.py", "served.py", "engines.py", "keypoints.py")
@@ -80,6 +85,7 @@ class StreamingRecognizer:
         self.latest_probabilities: np.ndarray | None = None                # (classes,)
         self.stepped = False          # did the last push run the head (a new model step)?
         self.steps = 0
+        self.frames_seen = 0
 
     @property
     def frame_interval(self) -> float:
@@ -88,8 +94,14 @@ class StreamingRecognizer:
 
     @property
     def buffer_fill(self) -> float:
-        """0..1: how much of the ring buffer holds frames (predictions start at 1)."""
-        return len(self.embeddings) / self.bundle.seq_len
+        """0..1: how much of the ring buffer holds frames of this stream (predictions start at
+        `predict_from_fill`; the rest is the first frame, held)."""
+        return min(self.frames_seen / self.bundle.seq_len, 1.0)
+
+    @property
+    def predict_from_frames(self) -> int:
+        """Frames of the stream the buffer must hold before the head runs (PREDICT_FROM_FILL of a window)."""
+        return max(int(math.ceil(PREDICT_FROM_FILL * self.bundle.seq_len)), 1)
 
     def reset(self) -> None:
         """A new stream: an empty buffer, a new clock, and no crop box kept from the last person."""
@@ -100,6 +112,7 @@ class StreamingRecognizer:
         self.latest = self.latest_probabilities = None
         self.stepped = False
         self.steps = 0
+        self.frames_seen = 0          # clock ticks taken since the stream (re)started: real frames, not padding
 
     def take_camera_frame(self, frame_bgr: np.ndarray, timestamp: float) -> tuple[int, np.ndarray] | None:
         """A raw camera frame (H, W, 3) BGR at `timestamp` seconds through the clock and the backbone, not the head.
@@ -136,16 +149,36 @@ class StreamingRecognizer:
         return self.push_embedding(self.embed_prepared_frame(frame_rgb), ticks)
 
     def push_embedding(self, embedding: np.ndarray, ticks: int = 1) -> Prediction | None:
-        """A taken frame's (1280,) embedding covering `ticks` clock ticks: into the ring buffer, then the head."""
+        """A taken frame's (features,) embedding covering `ticks` clock ticks: into the ring buffer, then the head.
+
+        The first frame of a stream also fills the buffer behind it, as a clip's window is padded
+        with its first frame (a person holding still), so the head runs once PREDICT_FROM_FILL of a
+        window has come in, not only when the buffer is full: a sign made in the first seconds after
+        the camera starts is not lost.
+        """
+        if not self.embeddings:
+            self.embeddings.extend([embedding] * (self.bundle.seq_len - 1))
         for _ in range(ticks):
             self.embeddings.append(embedding)
-        self.stepped = len(self.embeddings) == self.bundle.seq_len
+        self.frames_seen += ticks
+        self.stepped = self.frames_seen >= self.predict_from_frames
         if not self.stepped:
             return None
         self.latest_probabilities = self.bundle.head_engine.run(np.stack(self.embeddings)[None])[0]  # (classes,)
         self.latest = prediction_from_probabilities(self.latest_probabilities, self.bundle.labels, self.top_k)
         self.steps += 1
         return self.latest
+
+    def hold_still(self, last_timestamp: float) -> Iterator[float]:
+        """The end of a file: its last frame held for a window, a step per tick, so a sign that ends with
+        the file still passes through the buffer and can be spotted; yields each step's stream time."""
+        if not self.embeddings:
+            return
+        last = self.embeddings[-1]
+        for tick in range(1, self.bundle.seq_len + 1):
+            self.push_embedding(last, 1)
+            if self.stepped:
+                yield last_timestamp + tick / self.bundle.sample_fps
 
 
 @dataclass(frozen=True)
@@ -322,9 +355,11 @@ def take_stream_frames(bundle: ServedBundle, frames: Iterable[tuple[float, np.nd
     return TakenFrames(np.array(times, np.float64), np.array(ticks, np.int64), stacked)
 
 
-def replay_stream_steps(bundle: ServedBundle, taken: TakenFrames) -> tuple[np.ndarray, np.ndarray]:
+def replay_stream_steps(bundle: ServedBundle, taken: TakenFrames, hold_end: bool = True
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """A stream's head steps from the frames a recognizer took: the ring buffer and head, without decoding
-    or the backbone (a kept stream replays when an experiment changed only the head).
+    or the backbone (a kept stream replays when an experiment changed only the head), and with
+    `hold_end` its last frame held for a window (`StreamingRecognizer.hold_still`), as a file ends.
     ((steps,) times, (steps, classes) probabilities)."""
     recognizer = StreamingRecognizer(bundle)
     times, probabilities = [], []
@@ -332,6 +367,10 @@ def replay_stream_steps(bundle: ServedBundle, taken: TakenFrames) -> tuple[np.nd
         recognizer.push_embedding(embedding, int(ticks))
         if recognizer.stepped:
             times.append(float(timestamp))
+            probabilities.append(recognizer.latest_probabilities)
+    if hold_end and len(taken.times):
+        for timestamp in recognizer.hold_still(float(taken.times[-1])):   # the file's end, held for a window
+            times.append(timestamp)
             probabilities.append(recognizer.latest_probabilities)
     stacked = np.stack(probabilities) if probabilities else np.zeros((0, len(bundle.labels)))
     return np.array(times, np.float64), stacked

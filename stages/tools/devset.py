@@ -148,11 +148,17 @@ def cross_validated_rows(workspace: Path, folds: int, seeds: list[int], levers: 
     if levers:
         settings += [(name, changes) for name, changes in LEVERS
                      if not any(key.startswith("evaluate.") for key in changes) and changes != PRESET_ROW[1]]
+    started = time.perf_counter()
+    extract_for(workspace, {})                   # the baseline the rows with changes go back to
+    baseline_seconds = time.perf_counter() - started
+    run(["git", "add", "-A"], workspace)
+    subprocess.run(["git", "commit", "-qm", "baseline features"], cwd=workspace, capture_output=True)
     rows = []
     for index, (name, changes) in enumerate(settings):
         started = time.perf_counter()
-        extract_for(workspace, changes)
-        extract_seconds = time.perf_counter() - started
+        if changes:
+            extract_for(workspace, changes)
+        extract_seconds = time.perf_counter() - started if changes else baseline_seconds
         head = cross_validate_head(workspace, folds, seeds)
         rows.append({"row": name, "changes": changes, **head, "extract_seconds": round(extract_seconds),
                      **feature_summary(workspace)})

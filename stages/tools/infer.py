@@ -78,12 +78,17 @@ def make_spotter(bundle: ServedBundle, settings: SpottingSettings) -> SignSpotte
 
 
 def spot_video_file(bundle: ServedBundle, path: str, settings: SpottingSettings) -> list[SpottedSign]:
-    """Feed a file frame by frame, with its own timestamps, through the live path and the spotter."""
+    """Feed a file frame by frame, with its own timestamps, through the live path and the spotter, then its
+    last frame held for a window (a sign that ends with the file is still spotted)."""
     recognizer, spotter = StreamingRecognizer(bundle), make_spotter(bundle, settings)
+    timestamp = None
     for timestamp, frame in iterate_video_frames(path, bundle.sampling.max_seconds):
         recognizer.push_camera_frame(frame, timestamp)
         if recognizer.stepped:
             spotter.update(recognizer.latest_probabilities, timestamp)
+    if timestamp is not None:
+        for held in recognizer.hold_still(timestamp):       # the file ends: its last frame held for a window
+            spotter.update(recognizer.latest_probabilities, held)
     return spotter.finish()
 
 
@@ -94,8 +99,9 @@ def stream_video_file(recognizer: StreamingRecognizer, path: str) -> Prediction:
         prediction = recognizer.push_camera_frame(frame, timestamp) or prediction
     if prediction is None:
         bundle = recognizer.bundle
-        raise ClipRefused(f"too short for the live path: fewer than {bundle.seq_len} frames "
-                          f"at {bundle.sample_fps:g} frames/s ({bundle.window_seconds:.1f} s)")
+        frames = recognizer.predict_from_frames
+        raise ClipRefused(f"too short for the live path: fewer than {frames} frames "
+                          f"at {bundle.sample_fps:g} frames/s ({frames / bundle.sample_fps:.1f} s)")
     return prediction
 
 
