@@ -138,7 +138,7 @@ def test_reset_forgets_the_last_persons_crop_box(bundle):
     recognizer.reset()
     tracker = recognizer.crop_tracker
     assert tracker.box is None and not tracker.recent and tracker.next_search is None
-    assert len(recognizer.embeddings) == 0
+    assert len(recognizer.embeddings) == 0 and recognizer.frames_seen == 0
 
 
 def test_frames_between_clock_ticks_skip_the_backbone(bundle):
@@ -146,9 +146,9 @@ def test_frames_between_clock_ticks_skip_the_backbone(bundle):
     camera_frame = np.full((48, 64, 3), 90, np.uint8)
     recognizer.push_camera_frame(camera_frame, timestamp=0.0)
     recognizer.push_camera_frame(camera_frame, timestamp=0.3 / bundle.sample_fps)   # too soon
-    assert len(recognizer.embeddings) == 1
+    assert recognizer.frames_seen == 1
     recognizer.push_camera_frame(camera_frame, timestamp=1.0 / bundle.sample_fps)
-    assert len(recognizer.embeddings) == 2
+    assert recognizer.frames_seen == 2 and len(recognizer.embeddings) == bundle.seq_len   # padded by the first
 
 
 def test_a_video_file_is_sampled_like_training_and_its_centred_window_ranked(trained_workspace, bundle):
