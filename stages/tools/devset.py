@@ -136,8 +136,9 @@ def extract_for(workspace: Path, changes: dict) -> None:
 
 
 def back_to_baseline(workspace: Path) -> None:
+    """The baseline's params and features again (only extract and what it needs ran: the rest has no outputs)."""
     run(["git", "reset", "--hard", "-q"], workspace)
-    run([sys.executable, "-m", "dvc", "checkout", "--force", "-q"], workspace)
+    run([sys.executable, "-m", "dvc", "checkout", "--force", "--with-deps", "-q", "extract"], workspace)
 
 
 def cross_validated_rows(workspace: Path, folds: int, seeds: list[int], levers: bool,
