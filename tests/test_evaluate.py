@@ -48,3 +48,11 @@ def test_confusion_matrix_png_is_written(tmp_path):
     target = tmp_path / "cm.png"
     plot_confusion_matrix(TRUTH, PROBABILITIES.argmax(axis=1), ["a", "b", "c"], "test", target)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_low_validation_accuracy_on_embeddings_names_the_real_clips_preset():
+    from stages.evaluate import LOW_VALIDATION_ACCURACY, preset_advice
+    advice = preset_advice(0.05, {"backbone": "MobileNetV2"})
+    assert "dvc exp run -S backbone.name=keypoints" in advice and "0.05" in advice
+    assert preset_advice(LOW_VALIDATION_ACCURACY, {"backbone": "MobileNetV2"}) == ""     # good enough: silent
+    assert preset_advice(0.05, {"backbone": "keypoints"}) == ""                          # already on the preset

@@ -97,6 +97,8 @@ def render() -> None:
         st.info(f"No metrics yet (`{settings.relative(settings.path('metrics'))}`): run `dvc repro` first.")
     else:
         show_headline_metrics(settings, metrics)
+        if metrics.get("advice"):                     # evaluate's hint: when to switch to the real-clips preset
+            st.warning(metrics["advice"], icon=":material/lightbulb:")
 
     matrix_column, table_column = st.columns([1, 1])
     with matrix_column:

@@ -8,7 +8,9 @@ Usage:
 Rows: the built-in held-out signers (isolated clips) and the built-in test streams, from
 `reports/metrics.json` (evaluate); the development set, from `reports/devset.json` (written by
 `python -m stages.tools.devset FOLDER --json reports/devset.json`); speed, from
-`reports/benchmark.json` (benchmark). Each row names the machine its figures came from and
+`reports/benchmark.json` (benchmark); the development set cross-validated, from
+`reports/devset_cv.json` (`devset FOLDER --folds 5 --json reports/devset_cv.json`), when present.
+Each row names the machine its figures came from and
 the study behind it. A report that is missing leaves its row out and says so.
 """
 from __future__ import annotations
@@ -56,6 +58,14 @@ def devset_rows(devset: dict) -> list[list[str]]:
     return rows
 
 
+def cross_validated_rows(devset_cv: dict) -> list[list[str]]:
+    """The heads' rows of `devset --folds` (the logistic-regression floors stay in docs/real-clips.md)."""
+    return [[f"Development set ({devset_cv['dataset']}), {devset_cv['protocol']}: {row['row']}",
+             f"top-1 {row['top1_mean']:.3f} ± {row['top1_sd']:.3f}, top-3 {row['top3_mean']:.3f} ± "
+             f"{row['top3_sd']:.3f}", devset_cv.get("machine", "not recorded"), "[real clips](docs/real-clips.md)"]
+            for row in devset_cv["rows"] if not row["row"].startswith("floor")]
+
+
 def speed_row(benchmark: dict) -> list[str]:
     return ["Speed: live step (one new frame, TFLite backbone + head over the ring buffer)",
             f"p50 {benchmark['live_step_tflite_ms_p50']:.1f} ms, p95 {benchmark['live_step_tflite_ms_p95']:.1f} ms; "
@@ -76,6 +86,9 @@ def results_table(reports_dir: Path = REPORTS) -> str:
         rows += devset_rows(devset)
     else:
         missing.append("devset.json (`python -m stages.tools.devset FOLDER --json reports/devset.json`)")
+    devset_cv = read_report("devset_cv.json", reports_dir)
+    if devset_cv:
+        rows += cross_validated_rows(devset_cv)
     benchmark = read_report("benchmark.json", reports_dir)
     if benchmark:
         rows.append(speed_row(benchmark))
