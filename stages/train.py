@@ -33,6 +33,7 @@ from dvclive.keras import DVCLiveCallback
 
 from stages.lib.datasets import NO_SIGN_LABEL
 from stages.lib.embeddings import SplitClips, class_names, load_split
+from stages.lib.keypoint_augment import augment_keypoint_window
 from stages.lib.models import build_head
 from stages.lib.params import KEYPOINTS_BACKBONE, load_params
 from stages.lib.storage import read_attributes, write_json
@@ -64,8 +65,9 @@ class TrainingWindows(keras.utils.PyDataset):
 
     def __init__(self, split: SplitClips, seq_len: int, batch_size: int, windows_per_clip: int,
                  jitter: WindowJitter, seed: int, no_sign_index: int | None, edge_windows: int = 0,
-                 no_sign_windows_per_clip: int | None = None):
+                 no_sign_windows_per_clip: int | None = None, keypoint_augment: float = 0.0):
         super().__init__()
+        self.keypoint_augment = keypoint_augment      # > 0: keypoint windows augmented (stages/lib/keypoint_augment)
         self.split, self.seq_len, self.batch_size = split, seq_len, batch_size
         self.windows_per_clip, self.jitter, self.seed = windows_per_clip, jitter, seed
         self.no_sign_index = no_sign_index
@@ -99,7 +101,10 @@ class TrainingWindows(keras.utils.PyDataset):
                 indices, label = edge_window(len(clip), self.seq_len, rng, self.jitter), self.no_sign_index
             else:
                 indices = random_window(len(clip), self.seq_len, rng, self.jitter, anywhere=label == self.no_sign_index)
-            windows.append(clip[indices])                                  # (seq_len, 1280)
+            window = clip[indices]                                         # (seq_len, features)
+            if self.keypoint_augment > 0:
+                window = augment_keypoint_window(window, rng, self.keypoint_augment)
+            windows.append(window)
             labels.append(label)
         return np.stack(windows), np.array(labels, np.int64)
 
@@ -165,6 +170,13 @@ def train_head(train: TrainingWindows, validation: tuple[np.ndarray, np.ndarray]
     return head
 
 
+def keypoint_augment(settings: dict, embedding_attributes: dict) -> float:
+    """`train.keypoint_augment` for keypoint features; 0 for ImageNet embeddings, which it cannot map."""
+    if embedding_attributes["backbone"] != KEYPOINTS_BACKBONE:
+        return 0.0
+    return float(settings.get("keypoint_augment") or 0.0)
+
+
 def centres_in_time(embedding_attributes: dict) -> bool:
     """Temporal centring for ImageNet embeddings, not for keypoints (build_head says why)."""
     return embedding_attributes["backbone"] != KEYPOINTS_BACKBONE
@@ -203,7 +215,7 @@ def main() -> None:
     jitter = window_settings(settings)
     train_windows = TrainingWindows(train_split, seq_len, settings["batch_size"], settings["windows_per_clip"],
                                     jitter, seed, no_sign_index, settings["edge_windows"],
-                                    settings.get("no_sign_windows_per_clip"))
+                                    settings.get("no_sign_windows_per_clip"), keypoint_augment(settings, attributes))
     # Validation windows come from base.seed whatever train.seed is: heads of different seeds are compared
     # (and their checkpoints picked) on the very same windows.
     validation = validation_windows(val_split, seq_len, jitter, params["base"]["seed"], no_sign_index)

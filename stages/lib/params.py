@@ -131,6 +131,8 @@ def validate_params(params: dict[str, Any]) -> None:
         require_int(train, "train", "projection_units", minimum=0)
         require_number(train, "train", "position_jitter", minimum=0.0, maximum=0.5)
         require_number(train, "train", "speed_jitter", minimum=0.0, maximum=0.5)
+        if "keypoint_augment" in train:     # 1: rotations up to 45 degrees, scale 0-2: beyond any camera
+            require_number(train, "train", "keypoint_augment", minimum=0.0, maximum=1.0)
         if train.get("no_sign_windows_per_clip") is not None:    # null: windows_per_clip
             require_int(train, "train", "no_sign_windows_per_clip", minimum=1)
         if train.get("seed") is not None:          # null: base.seed

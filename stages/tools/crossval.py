@@ -57,32 +57,40 @@ def summarise(top1: list[float], top3: list[float], seconds: float, folds: int, 
 
 
 def fit_fold_head(train: SplitClips, validation: SplitClips, num_classes: int, no_sign_index: int | None,
-                  params: dict, centre_in_time: bool, seed: int):
+                  params: dict, attributes: dict, seed: int):
     """The train stage's head and windows on one fold's training clips; early stopping on `validation`."""
     import keras
 
-    from stages.train import TrainingWindows, seed_everything, train_head, validation_windows, window_settings
+    from stages.train import (
+        TrainingWindows,
+        centres_in_time,
+        keypoint_augment,
+        seed_everything,
+        train_head,
+        validation_windows,
+        window_settings,
+    )
     settings, seq_len = params["train"], int(params["base"]["seq_len"])
     seed_everything(seed)
     jitter = window_settings(settings)
     windows = TrainingWindows(train, seq_len, settings["batch_size"], settings["windows_per_clip"], jitter, seed,
-                              no_sign_index, settings["edge_windows"], settings.get("no_sign_windows_per_clip"))
+                              no_sign_index, settings["edge_windows"], settings.get("no_sign_windows_per_clip"),
+                              keypoint_augment(settings, attributes))
     fixed = validation_windows(validation, seq_len, jitter, seed, no_sign_index)
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings["patience"],
                                                restore_best_weights=True),
                  keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                    patience=max(settings["patience"] // 3, 1), min_lr=1e-6)]
-    return train_head(windows, fixed, num_classes, settings, callbacks, centre_in_time)
+    return train_head(windows, fixed, num_classes, settings, callbacks, centres_in_time(attributes))
 
 
 def cross_validate_head(workspace: Path, folds: int, seeds: list[int]) -> dict:
     """Mean and sd over folds x seeds of held-out top-1 and top-3, with the workspace's params and features."""
-    from stages.train import centres_in_time
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     embeddings_path = workspace / params["paths"]["embeddings"]
     clips, classes = load_all_clips(embeddings_path)
     no_sign_index = classes.index(NO_SIGN_LABEL) if NO_SIGN_LABEL in classes else None
-    centre_in_time = centres_in_time(read_attributes(embeddings_path))
+    attributes = read_attributes(embeddings_path)
     seq_len = int(params["base"]["seq_len"])
     fold_of_clip = stratified_folds(clips.labels, folds)
     started, top1, top3 = time.perf_counter(), [], []
@@ -91,7 +99,7 @@ def cross_validate_head(workspace: Path, folds: int, seeds: list[int]) -> dict:
             held_out = np.flatnonzero(fold_of_clip == fold)
             train, validation = carve_validation(np.flatnonzero(fold_of_clip != fold), clips.labels, VALIDATION_SHARE)
             head = fit_fold_head(subset(clips, train), subset(clips, validation), len(classes), no_sign_index,
-                                 params, centre_in_time, seed)
+                                 params, attributes, seed)
             windows = np.stack([clips.clips[i][centred_window(len(clips.clips[i]), seq_len)] for i in held_out])
             probabilities = head.predict(windows, batch_size=256, verbose=0)   # (held-out clips, classes)
             top1.append(float(top_k_hits(clips.labels[held_out], probabilities, 1).mean()))

@@ -124,6 +124,9 @@ CROSS_VALIDATED_ROWS = {
                       {"backbone.name": "keypoints", "base.image_size": 448}),
     "keypoints-320": ("keypoints on 320 px frames (backbone.name keypoints, base.image_size 320)",
                       {"backbone.name": "keypoints", "base.image_size": 320}),
+    # Rotation, scale, aspect and shear of every keypoint window, drawn anew each window.
+    "keypoints-augment": ("keypoints, windows augmented (backbone.name keypoints, train.keypoint_augment 0.2)",
+                          {"backbone.name": "keypoints", "train.keypoint_augment": 0.2}),
 }
 DEFAULT_ROWS = "defaults,keypoints"
 
