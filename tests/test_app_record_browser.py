@@ -333,10 +333,15 @@ def test_record_train_and_recognise_your_own_signs(tmp_path, app_server, browser
 
     driver = browser.launch(camera_file(cameras, HELD_OUT_SIGN, HELD_OUT_REPETITIONS))
     driver.get(f"{url}/model")
-    assert wait_until(lambda: button(driver, "Use it on the Live page"), PAGE_READY_SECONDS), page_text(driver)
+    # The run left the workspace as it was, without a default model (this repository never ran
+    # `dvc repro`), so the model trained on the recordings is the only one and already the one in use;
+    # beside a default model the page offers it with a button.
+    assert wait_until(lambda: button(driver, "Use it on the Live page")
+                      or "models/recordings/rec-" in selected_model(driver), PAGE_READY_SECONDS), page_text(driver)
     if TAKE_SCREENSHOTS:
         screenshot(driver, "model.png")
-    click(driver, "Use it on the Live page")
+    if button(driver, "Use it on the Live page"):
+        click(driver, "Use it on the Live page")
     assert wait_until(lambda: "models/recordings/rec-" in selected_model(driver), 30), selected_model(driver)
     navigate(driver, "Live")                       # in the same browser session: the choice holds
     start_camera(driver, lambda: frames_arrived(driver))
