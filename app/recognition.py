@@ -24,7 +24,7 @@ import numpy as np
 
 from app.state import SharedModel
 from stages.lib.served import Prediction, ServedBundle, classify_clip_frames
-from stages.lib.streaming import SignSpotter, SpottedSign, SpottingSettings, StreamingRecognizer
+from stages.lib.streaming import SignSpotter, SpottedSign, SpottingSettings, StreamingRecognizer, spot_held_end
 from stages.lib.video import VIDEO_EXTENSIONS, ClipRefused, is_video_file, sample_video
 
 ENGINES = {"TFLite (fast)": True, "Keras (reference graph)": False}   # label -> classify_clip_frames(fast=...)
@@ -65,8 +65,7 @@ def spot_sampled_frames(bundle: ServedBundle, frames: np.ndarray, spotting: Spot
         if recognizer.stepped:
             spotter.update(recognizer.latest_probabilities, index / bundle.sample_fps)
     if len(frames):
-        for held in recognizer.hold_still((len(frames) - 1) / bundle.sample_fps):   # as --mode signs ends a file
-            spotter.update(recognizer.latest_probabilities, held)
+        spot_held_end(recognizer, spotter, (len(frames) - 1) / bundle.sample_fps)   # as --mode signs ends a file
     return spotter.finish()
 
 

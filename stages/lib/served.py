@@ -93,9 +93,8 @@ def spotting_path_for(model_path: str | Path) -> Path:
 def bundle_files(model_path: str | Path) -> list[Path]:
     """Every file a served model is made of: the graph, its card, the files the card lists, and the
     calibrated spotting record when there is one (calibrate writes it after assemble)."""
-    model_path = Path(model_path)
-    files = [model_path, card_path_for(model_path)]
-    card_path = card_path_for(model_path)
+    model_path, card_path = Path(model_path), card_path_for(Path(model_path))
+    files = [model_path, card_path]
     if card_path.exists():
         listed = json.loads(card_path.read_text()).get("files", {})
         files += [model_path.with_name(relative) for relative in listed.values()]

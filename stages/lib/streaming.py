@@ -95,7 +95,7 @@ class StreamingRecognizer:
     @property
     def buffer_fill(self) -> float:
         """0..1: how much of the ring buffer holds frames of this stream (predictions start at
-        `predict_from_fill`; the rest is the first frame, held)."""
+        PREDICT_FROM_FILL; the rest is the first frame, held)."""
         return min(self.frames_seen / self.bundle.seq_len, 1.0)
 
     @property
@@ -179,6 +179,13 @@ class StreamingRecognizer:
             self.push_embedding(last, 1)
             if self.stepped:
                 yield last_timestamp + tick / self.bundle.sample_fps
+
+
+def spot_held_end(recognizer: StreamingRecognizer, spotter: SignSpotter, last_timestamp: float) -> None:
+    """A file has ended at `last_timestamp`: its last frame held for a window (`hold_still`), each step
+    through the spotter, so a sign that ends with the file is still spotted (--mode signs, Upload)."""
+    for timestamp in recognizer.hold_still(last_timestamp):
+        spotter.update(recognizer.latest_probabilities, timestamp)
 
 
 @dataclass(frozen=True)

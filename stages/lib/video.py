@@ -246,7 +246,7 @@ def sample_video(path: str | Path, sampling: Sampling, frame_range: tuple[int, i
         else:   # no frame count in the header: count by decoding, then resolve the range on the truth
             first, last, range_note = resolve_frame_range(frame_range, count_decodable_frames(path))
     expected = (last if last is not None else header_count - 1) - first + 1
-    check_not_too_long(expected, fps, sampling)
+    check_not_too_long(expected, fps, sampling.max_seconds)
     reduced, decoded = decode_at_fixed_rate(path, fps, first, last, sampling)
     usable = decoded - first
     if usable <= 0:
@@ -315,7 +315,7 @@ def decode_at_fixed_rate(path: Path, fps: float, first: int, last: int | None,
             seconds = timestamps.seconds(capture, index)
             if index >= first:
                 if index - first + 1 > limit:
-                    raise ClipRefused(too_long_reason(index - first + 1, fps, sampling, "at least "))
+                    raise ClipRefused(too_long_reason((index - first + 1) / fps, sampling.max_seconds, "at least "))
                 ticks = clock.ticks(seconds)      # the clock starts at the range's first frame
                 if ticks:
                     ok, frame = capture.retrieve()
@@ -389,7 +389,7 @@ def sample_frame_folder(folder: str | Path, sampling: Sampling, frame_range: tup
         raise ClipRefused("no frame images: the clip folder holds no .jpg or .png file")
     first, last, note = resolve_frame_range(frame_range, len(images))
     usable = last - first + 1
-    check_not_too_long(usable, fps if fps > 0 else sampling.fps, sampling)
+    check_not_too_long(usable, fps if fps > 0 else sampling.fps, sampling.max_seconds)
     wanted = first + fixed_rate_indices(usable, fps, sampling.fps)
     check_long_enough(len(wanted), sampling)
     frames_by_index = read_frame_images(images, first, last, set(wanted.tolist()), sampling.image_size)
@@ -426,15 +426,14 @@ def check_long_enough(sampled: int, sampling: Sampling) -> None:
                           f"{sampling.min_frames} (sample.min_frames)")
 
 
-def too_long_reason(frames: int, fps: float, sampling: Sampling, qualifier: str = "") -> str:
-    return (f"too long: {qualifier}{frames / fps:.1f} s, at most {sampling.max_seconds:g} s "
-            "(sample.max_seconds)")
+def too_long_reason(seconds: float, max_seconds: float, qualifier: str = "") -> str:
+    return f"too long: {qualifier}{seconds:.1f} s, at most {max_seconds:g} s (sample.max_seconds)"
 
 
-def check_not_too_long(frames: int, fps: float, sampling: Sampling) -> None:
+def check_not_too_long(frames: int, fps: float, max_seconds: float) -> None:
     """Refuse, before decoding, a clip whose header already says it is longer than the limit."""
-    if sampling.max_seconds > 0 and fps > 0 and frames / fps > sampling.max_seconds:
-        raise ClipRefused(too_long_reason(frames, fps, sampling))
+    if max_seconds > 0 and fps > 0 and frames / fps > max_seconds:
+        raise ClipRefused(too_long_reason(frames / fps, max_seconds))
 
 
 def check_file_not_empty(path: Path) -> None:
@@ -497,8 +496,7 @@ def iterate_video_frames(path: str | Path, max_seconds: float = 0.0) -> Iterator
     path = Path(path)
     check_file_not_empty(path)
     header_count, fps = read_header(path)
-    limit = Sampling(fps=1.0, image_size=1, max_seconds=max_seconds)
-    check_not_too_long(header_count, fps, limit)
+    check_not_too_long(header_count, fps, max_seconds)
     capture = cv2.VideoCapture(str(path))
     timestamps = DecoderTimestamps(fps or FALLBACK_CAMERA_FPS)
     try:
@@ -509,8 +507,7 @@ def iterate_video_frames(path: str | Path, max_seconds: float = 0.0) -> Iterator
                 break
             seconds = timestamps.seconds(capture, index) - timestamps.origin
             if max_seconds > 0 and seconds > max_seconds:
-                raise ClipRefused(f"too long: at least {seconds:.1f} s, at most {max_seconds:g} s "
-                                  "(sample.max_seconds)")
+                raise ClipRefused(too_long_reason(seconds, max_seconds, "at least "))
             yield seconds, frame
             index += 1
     finally:

@@ -38,6 +38,7 @@ from stages.lib.streaming import (
     StreamingRecognizer,
     default_spotting,
     model_spotting,
+    spot_held_end,
 )
 from stages.lib.video import ClipRefused, iterate_video_frames
 
@@ -87,8 +88,7 @@ def spot_video_file(bundle: ServedBundle, path: str, settings: SpottingSettings)
         if recognizer.stepped:
             spotter.update(recognizer.latest_probabilities, timestamp)
     if timestamp is not None:
-        for held in recognizer.hold_still(timestamp):       # the file ends: its last frame held for a window
-            spotter.update(recognizer.latest_probabilities, held)
+        spot_held_end(recognizer, spotter, timestamp)
     return spotter.finish()
 
 
