@@ -285,10 +285,12 @@ def clip_counts(root: Path) -> dict[str, int]:
 
 
 def signs_the_split_lacks(driver) -> list[str]:
-    """The signs the Train page says need more clips before it can run ([] when it can, IDLE for any sign)."""
+    """The signs the Train page says need more clips before it can run: [] when it can, the signs it names,
+    or every sign when a whole split is empty (each new clip lands in val with p = val_fraction only, so one
+    clip more per retry left val empty three times running once in CI: stop 35)."""
     problems = [line for line in page_text(driver).splitlines() if line.startswith("Not yet:")]
     named = [sign for sign in SIGNS + (IDLE,) for line in problems if f"'{sign}'" in line]
-    return named or ([IDLE] if problems else [])
+    return named or (list(SIGNS + (IDLE,)) if problems else [])
 
 
 # --- the test -----------------------------------------------------------------------------------
@@ -309,7 +311,7 @@ def test_record_train_and_recognise_your_own_signs(tmp_path, app_server, browser
     driver = browser.driver
     driver.get(f"{url}/train")
     wait_until(lambda: "The same run from a terminal" in page_text(driver), PAGE_READY_SECONDS)
-    for _ in range(3):                            # the hashed split may ask for a clip more: record it, as a user
+    for _ in range(4):                            # the hashed split may ask for clips more: record them, as a user
         lacking = signs_the_split_lacks(driver)
         if not lacking:
             break
