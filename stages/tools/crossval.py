@@ -16,6 +16,7 @@ the means of the clip's three time-thirds), scored on the same folds: any head m
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -84,8 +85,12 @@ def fit_fold_head(train: SplitClips, validation: SplitClips, num_classes: int, n
     return train_head(windows, fixed, num_classes, settings, callbacks, centres_in_time(attributes))
 
 
-def cross_validate_head(workspace: Path, folds: int, seeds: list[int]) -> dict:
-    """Mean and sd over folds x seeds of held-out top-1 and top-3, with the workspace's params and features."""
+def cross_validate_head(workspace: Path, folds: int, seeds: list[int],
+                        prepare: Callable[[SplitClips, np.ndarray], SplitClips] | None = None) -> dict:
+    """Mean and sd over folds x seeds of held-out top-1 and top-3, with the workspace's params and features.
+
+    `prepare(clips, training_indices)`, when given, turns every clip's features into what that fold's head
+    learns from and is scored on (a probe of stages/tools/keypoint_probes.py), fitted on training clips only."""
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     embeddings_path = workspace / params["paths"]["embeddings"]
     clips, classes = load_all_clips(embeddings_path)
@@ -98,9 +103,11 @@ def cross_validate_head(workspace: Path, folds: int, seeds: list[int]) -> dict:
         for fold in range(folds):
             held_out = np.flatnonzero(fold_of_clip == fold)
             train, validation = carve_validation(np.flatnonzero(fold_of_clip != fold), clips.labels, VALIDATION_SHARE)
-            head = fit_fold_head(subset(clips, train), subset(clips, validation), len(classes), no_sign_index,
-                                 params, attributes, seed)
-            windows = np.stack([clips.clips[i][centred_window(len(clips.clips[i]), seq_len)] for i in held_out])
+            fold_clips = prepare(clips, train) if prepare else clips
+            head = fit_fold_head(subset(fold_clips, train), subset(fold_clips, validation), len(classes),
+                                 no_sign_index, params, attributes, seed)
+            windows = np.stack([fold_clips.clips[i][centred_window(len(fold_clips.clips[i]), seq_len)]
+                                for i in held_out])
             probabilities = head.predict(windows, batch_size=256, verbose=0)   # (held-out clips, classes)
             top1.append(float(top_k_hits(clips.labels[held_out], probabilities, 1).mean()))
             top3.append(float(top_k_hits(clips.labels[held_out], probabilities, 3).mean()))

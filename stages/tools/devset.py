@@ -24,7 +24,9 @@ split (stages/tools/crossval.py): the folder's clips are sampled and their featu
 once per row's features (`dvc repro extract`, or `dvc exp run ... extract` for a lever that
 changes them), then one head per fold (and per seed) is trained and scored on its held-out fold.
 Rows: the defaults, the real-clips preset (`backbone.name: keypoints`), the logistic-regression
-floor on each, and with `--levers` every lever that changes features or the head.
+floor on each, heads of other sizes on the keypoints, `keypoints-probe-<name>` rows that transform
+the cached keypoints per fold (stages/tools/keypoint_probes.py), and with `--levers` every lever
+that changes features or the head.
 """
 from __future__ import annotations
 
@@ -128,7 +130,33 @@ CROSS_VALIDATED_ROWS = {
     "keypoints-augment": ("keypoints, windows augmented (backbone.name keypoints, train.keypoint_augment 0.2)",
                           {"backbone.name": "keypoints", "train.keypoint_augment": 0.2}),
 }
+# Probes on the preset's keypoints (stages/tools/keypoint_probes.py): "keypoints-<probe>" rows, the features
+# transformed per fold before the heads train; and heads of other sizes and regularisation on the same features.
+PROBE_ROW_PREFIX = "keypoints-probe-"
+CROSS_VALIDATED_ROWS.update({
+    "keypoints-units16": ("keypoints, smaller head (backbone.name keypoints, train.lstm_units 16)",
+                          {"backbone.name": "keypoints", "train.lstm_units": 16}),
+    "keypoints-units16-dropout": ("keypoints, smaller head, more dropout (train.lstm_units 16, train.dropout 0.5)",
+                                  {"backbone.name": "keypoints", "train.lstm_units": 16, "train.dropout": 0.5}),
+    "keypoints-units32-windows8": ("keypoints, head of 32 units, 8 windows a clip an epoch (train.lstm_units 32, "
+                                   "train.windows_per_clip 8)",
+                                   {"backbone.name": "keypoints", "train.lstm_units": 32, "train.windows_per_clip": 8}),
+})
 DEFAULT_ROWS = "defaults,keypoints"
+
+
+def row_setting(name: str) -> tuple[str, dict, str | None]:
+    """(what the row says, the params it sets, the keypoint probe it applies or None) for a --rows name."""
+    if name.startswith(PROBE_ROW_PREFIX):
+        from stages.tools.keypoint_probes import PROBES
+        probe = name[len(PROBE_ROW_PREFIX):]
+        return f"keypoints, probe: {PROBES[probe][0]}", dict(PRESET_ROW[1]), probe
+    return (*CROSS_VALIDATED_ROWS[name], None)
+
+
+def known_row_names() -> list[str]:
+    from stages.tools.keypoint_probes import PROBES
+    return [*CROSS_VALIDATED_ROWS, *(PROBE_ROW_PREFIX + probe for probe in PROBES)]
 
 
 def extract_for(workspace: Path, changes: dict) -> None:
@@ -148,9 +176,10 @@ def cross_validated_rows(workspace: Path, folds: int, seeds: list[int], levers: 
                          row_names: list[str]) -> list[dict]:
     """One row per setting: the head over folds x seeds, and the floor on the same features and folds."""
     from stages.tools.crossval import cross_validate_floor, cross_validate_head, feature_summary
-    settings = [CROSS_VALIDATED_ROWS[name] for name in row_names]
+    from stages.tools.keypoint_probes import prepare_for_probe
+    settings = [row_setting(name) for name in row_names]
     if levers:
-        settings += [(name, changes) for name, changes in LEVERS
+        settings += [(name, changes, None) for name, changes in LEVERS
                      if not any(key.startswith("evaluate.") for key in changes) and changes != PRESET_ROW[1]]
     started = time.perf_counter()
     extract_for(workspace, {})                   # the baseline the rows with changes go back to
@@ -158,16 +187,18 @@ def cross_validated_rows(workspace: Path, folds: int, seeds: list[int], levers: 
     run(["git", "add", "-A"], workspace)
     subprocess.run(["git", "commit", "-qm", "baseline features"], cwd=workspace, capture_output=True)
     rows = []
-    for index, (name, changes) in enumerate(settings):
+    for index, (name, changes, probe) in enumerate(settings):
         started = time.perf_counter()
         if changes:
             extract_for(workspace, changes)
         extract_seconds = time.perf_counter() - started if changes else baseline_seconds
-        head = cross_validate_head(workspace, folds, seeds)
+        prepare = (lambda clips, train, probe=probe: prepare_for_probe(probe, clips, train)) if probe else None
+        head = cross_validate_head(workspace, folds, seeds, prepare)
         rows.append({"row": name, "changes": changes, **head, "extract_seconds": round(extract_seconds),
                      **feature_summary(workspace)})
         print(f"{name}: {rows[-1]}", flush=True)
-        if index < len(row_names):   # the floor for each named row's features
+        changes_features = not probe and not any(key.startswith("train.") for key in changes)
+        if index < len(row_names) and changes_features:   # the floor for each named row's own features
             floor = cross_validate_floor(workspace, folds)
             rows.append({"row": f"floor: logistic regression on clip statistics, {name.split(' (')[0]} features",
                          "changes": changes, **floor, "extract_seconds": round(extract_seconds)})
@@ -208,8 +239,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--folds", type=int, default=0, help="stratified k-fold cross-validation (e.g. 5)")
     parser.add_argument("--seeds", default="0", help="head seeds for --folds, comma-separated (default: 0)")
     parser.add_argument("--rows", default=DEFAULT_ROWS,
-                        help=f"rows for --folds, comma-separated, of: {', '.join(CROSS_VALIDATED_ROWS)} "
-                             f"(default: {DEFAULT_ROWS})")
+                        help=f"rows for --folds, comma-separated, of: {', '.join(CROSS_VALIDATED_ROWS)}, "
+                             f"{PROBE_ROW_PREFIX}<probe of stages/tools/keypoint_probes.py> (default: {DEFAULT_ROWS})")
     arguments = parser.parse_args(argv)
     if not arguments.dataset.is_dir():
         raise SystemExit(f"{arguments.dataset} is not a folder")
@@ -219,9 +250,9 @@ def main(argv: list[str] | None = None) -> None:
     if arguments.folds:
         seeds = [int(seed) for seed in arguments.seeds.split(",")]
         row_names = arguments.rows.split(",")
-        unknown = sorted(set(row_names) - set(CROSS_VALIDATED_ROWS))
+        unknown = sorted(set(row_names) - set(known_row_names()))
         if unknown:
-            raise SystemExit(f"unknown rows {unknown}; choose from {', '.join(CROSS_VALIDATED_ROWS)}")
+            raise SystemExit(f"unknown rows {unknown}; choose from {', '.join(known_row_names())}")
         rows = cross_validated_rows(workspace, arguments.folds, seeds, arguments.levers, row_names)
         print(cross_validated_table(rows))
         if arguments.json:

@@ -1,0 +1,115 @@
+"""Keypoint feature transforms probed by cross-validation before any becomes a pipeline option.
+
+Usage:
+    from stages.tools.keypoint_probes import PROBES, prepare_for_probe
+    description, _ = PROBES["hand-shape"]
+    clips = prepare_for_probe("hand-shape", clips, train_indices)   # SplitClips of (T, 155) -> (T, F)
+    python -m stages.tools.devset /path/to/wlasl50 --folds 5 --rows keypoints,keypoints-hand-shape
+
+Issue 33's levers that change what each keypoint frame says (normalising each hand by its own
+size, fingertip distances, frame-to-frame differences, filling a hand lost for a few frames,
+standardising every channel) are cheap to try on the cached keypoints: each is a function of
+a clip's (frames, KEYPOINT_FEATURES) array, applied to every clip of the folder before the
+folds' heads train (`stages.tools.crossval.cross_validate_head(prepare=...)`). Only a probe
+that beats the spread of the folds earns a place in the head, where the live path runs it
+too; until then none is in the served model, so the tools and the pipeline cannot disagree.
+The layout of a frame's features is `stages.lib.keypoints.frame_features`'.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from stages.lib.embeddings import SplitClips
+from stages.lib.keypoints import HAND_POINTS, PRESENCE_THRESHOLD, UPPER_BODY
+
+BODY = slice(0, 2 * len(UPPER_BODY))                                       # (x, y) of each upper-body point
+HANDS_START = 3 * len(UPPER_BODY)                                          # after the body points' visibility
+HANDS = (slice(HANDS_START, HANDS_START + 2 * HAND_POINTS),                # the signer's left hand, then right
+         slice(HANDS_START + 2 * HAND_POINTS, HANDS_START + 4 * HAND_POINTS))
+PRESENCE_COLUMNS = (HANDS_START + 4 * HAND_POINTS, HANDS_START + 4 * HAND_POINTS + 1)
+FINGERTIPS = (4, 8, 12, 16, 20)                                            # thumb, index, middle, ring, little
+LONGEST_GAP_FILLED = 6       # frames: 0.75 s at 8 frames/s, about a hand's fast pass through a blur
+
+
+def hand_size(points: np.ndarray) -> np.ndarray:
+    """(T, 21, 2) wrist-relative points -> (T, 1, 1): the farthest point from the wrist (0 where no hand)."""
+    return np.linalg.norm(points, axis=-1).max(axis=1)[:, None, None]
+
+
+def hand_shape(hand: np.ndarray) -> np.ndarray:
+    """(T, 42) wrist-relative hand points in shoulder widths -> (T, 42) in units of the hand's own size:
+    the shape without how near the camera the hand is (SPOTER's hand normalisation, from the wrist)."""
+    points = hand.reshape(len(hand), HAND_POINTS, 2)
+    size = hand_size(points)
+    return np.where(size > 1e-6, points / np.maximum(size, 1e-6), 0.0).reshape(len(hand), -1)
+
+
+def fingertip_distances(hand: np.ndarray) -> np.ndarray:
+    """(T, 42) hand points -> (T, 10): each pair of fingertips' distance, in the hand's own size."""
+    points = hand.reshape(len(hand), HAND_POINTS, 2)
+    size = np.maximum(hand_size(points)[:, 0, 0], 1e-6)
+    pairs = [(a, b) for index, a in enumerate(FINGERTIPS) for b in FINGERTIPS[index + 1:]]
+    return np.stack([np.linalg.norm(points[:, a] - points[:, b], axis=-1) / size for a, b in pairs], axis=1)
+
+
+def frame_differences(values: np.ndarray) -> np.ndarray:
+    """(T, F) -> (T, F): each frame minus the one before (the first frame: zeros)."""
+    return np.concatenate([np.zeros_like(values[:1]), np.diff(values, axis=0)])
+
+
+def fill_lost_hands(clip: np.ndarray) -> np.ndarray:
+    """A hand missing for at most LONGEST_GAP_FILLED frames between two detections: its points
+    interpolated linearly in time (its presence score stays as the model gave it)."""
+    clip = clip.copy()
+    for hand, presence in zip(HANDS, PRESENCE_COLUMNS):
+        found = np.flatnonzero(clip[:, presence] >= PRESENCE_THRESHOLD)
+        for before, after in zip(found[:-1], found[1:]):
+            if 1 < after - before <= LONGEST_GAP_FILLED + 1:
+                weights = (np.arange(before + 1, after) - before)[:, None] / (after - before)
+                clip[before + 1:after, hand] = (1 - weights) * clip[before, hand] + weights * clip[after, hand]
+    return clip
+
+
+def with_hand_shapes(clip: np.ndarray) -> np.ndarray:
+    return np.concatenate([clip, *[hand_shape(clip[:, hand]) for hand in HANDS]], axis=1)
+
+
+def with_fingertip_distances(clip: np.ndarray) -> np.ndarray:
+    return np.concatenate([clip, *[fingertip_distances(clip[:, hand]) for hand in HANDS]], axis=1)
+
+
+def with_motion(clip: np.ndarray) -> np.ndarray:
+    moving = np.concatenate([clip[:, BODY], *[clip[:, hand] for hand in HANDS]], axis=1)
+    return np.concatenate([clip, frame_differences(moving)], axis=1)
+
+
+def with_everything(clip: np.ndarray) -> np.ndarray:
+    return with_motion(with_fingertip_distances(with_hand_shapes(fill_lost_hands(clip))))
+
+
+# name -> (what the row says, a clip's (T, 155) -> (T, F)); "standardise" is fitted per fold, below.
+PROBES: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray] | None]] = {
+    "hand-shape": ("each hand also in its own size (shape without distance)", with_hand_shapes),
+    "fingertips": ("the 10 fingertip distances of each hand, in its own size", with_fingertip_distances),
+    "motion": ("frame-to-frame differences of the body and hand points as extra channels", with_motion),
+    "fill-hands": ("a hand lost for up to 6 frames interpolated between its detections", fill_lost_hands),
+    "standardise": ("every channel standardised by the training fold's mean and sd", None),
+    "all": ("hands filled, hand shapes, fingertip distances and motion together", with_everything),
+}
+
+
+def standardised(clips: SplitClips, train_indices: np.ndarray) -> SplitClips:
+    """Every channel minus the training clips' frame mean, over their sd (nothing of the held-out fold)."""
+    frames = np.concatenate([clips.clips[index] for index in train_indices])     # (training frames, F)
+    mean, sd = frames.mean(axis=0), frames.std(axis=0) + 1e-3
+    return SplitClips([(clip - mean) / sd for clip in clips.clips], clips.labels, clips.paths)
+
+
+def prepare_for_probe(name: str, clips: SplitClips, train_indices: np.ndarray) -> SplitClips:
+    """`clips` as the probe `name` gives them to a fold whose training clips are `train_indices`."""
+    if name == "standardise":
+        return standardised(clips, train_indices)
+    transform = PROBES[name][1]
+    return SplitClips([transform(clip).astype(np.float32) for clip in clips.clips], clips.labels, clips.paths)
