@@ -190,7 +190,9 @@ def main() -> None:
     write_json(paths["spotting_calibration"], record)
     with atomic_path(paths["spotting_calibration_table"]) as tmp:
         table.to_csv(tmp, index=False)
-    val_streams = record_streams(bundle, Path(paths["streams"]), ("val",), Path(paths["embedding_cache"]))
+    # The usual and idle validation streams; the fast ones are measured (evaluate's fast_stream_*), not yet tuned on.
+    val_streams = [stream for stream in record_streams(bundle, Path(paths["streams"]), ("val",),
+                                                       Path(paths["embedding_cache"])) if stream.kind != "fast"]
     sweep = spotting_sweep(bundle, val_streams) if val_streams else pd.DataFrame()
     with atomic_path(paths["spotting_validation"]) as tmp:
         sweep.to_csv(tmp, index=False)

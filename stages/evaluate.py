@@ -54,7 +54,13 @@ from stages.lib.models import load_model
 from stages.lib.params import KEYPOINTS_BACKBONE, load_params
 from stages.lib.served import ServedBundle, load_bundle
 from stages.lib.storage import atomic_path, read_attributes, write_json
-from stages.lib.stream_scoring import RecordedStream, record_streams, spot_recorded, stream_metrics
+from stages.lib.stream_scoring import (
+    RecordedStream,
+    fast_stream_metrics,
+    record_streams,
+    spot_recorded,
+    stream_metrics,
+)
 from stages.lib.streaming import SpottingSettings, default_spotting, model_spotting
 from stages.lib.video import refusal_kind
 from stages.lib.windows import spread_windows
@@ -225,13 +231,19 @@ def main() -> None:
     predicted = served["test"].argmax(axis=1)
 
     streams = record_streams(bundle, Path(paths["streams"]), ("val", "test"), Path(paths["embedding_cache"]))
-    val_streams = [stream for stream in streams if stream.split == "val"]
-    test_streams = [stream for stream in streams if stream.split == "test"]
+    # The usual streams (signs with pauses) and the idle ones; streams signed without pauses apart (fast_),
+    # so each figure keeps one meaning.
+    val_streams = [stream for stream in streams if stream.split == "val" and stream.kind != "fast"]
+    test_streams = [stream for stream in streams if stream.split == "test" and stream.kind != "fast"]
+    fast_val = [stream for stream in streams if stream.split == "val" and stream.kind == "fast"]
+    fast_test = [stream for stream in streams if stream.split == "test" and stream.kind == "fast"]
     metrics = {
         **classification_metrics(splits["val"].labels, served["val"], top_k, prefix="val_"),
         **stream_metrics(bundle, val_streams, spotting, prefix="val_stream_"),
+        **fast_stream_metrics(bundle, fast_val, spotting, prefix="val_fast_stream_"),
         **classification_metrics(y_test, served["test"], top_k, prefix="test_"),
         **stream_metrics(bundle, test_streams, spotting, prefix="stream_"),
+        **fast_stream_metrics(bundle, fast_test, spotting, prefix="fast_stream_"),
         "num_classes": len(classes),
         "no_sign_class": bundle.no_sign_label,
         "backbone_weights": embeddings_attributes["weights_source"],

@@ -9,8 +9,12 @@ Writes, under `paths.synthetic` (every signer):
     index.csv                           path,label,signer,split
 and under `paths.streams` (validation and test signers only):
     <split>/<signer>_stream<k>.mp4      continuous signing: rest, signs separated by gaps, rest
-    <split>/<signer>_idle0.mp4          `generate.idle_stream_seconds` (>= 30) of no signing at all
-    <split>/<stem>.json                 beside each video: {"kind": "signs" | "idle", "signer", "split",
+    <split>/<signer>_fast<k>.mp4        signing without pauses (kind "fast"): gaps of `generate.fast_gap_seconds_*`,
+                                        the first sign starting and the last ending within
+                                        `generate.fast_lead_seconds_max` of the file's ends
+    <split>/<signer>_idle<k>.mp4        `generate.idle_streams_per_signer` streams of `generate.idle_stream_seconds`
+                                        (>= 30) of no signing at all: rest, fidgets, moving into position
+    <split>/<stem>.json                 beside each video: {"kind": "signs" | "fast" | "idle", "signer", "split",
                                         "duration", "fps", "signs": [{"sign", "start", "end"}, ...]},
                                         start/end in seconds of the first/last frame of each sign proper
     index.csv                           path,split,signer,kind,duration (path relative to the folder)
@@ -39,6 +43,7 @@ from stages.lib.datasets import NO_SIGN_LABEL, SYNTHETIC_INDEX
 from stages.lib.params import load_params
 from stages.lib.synthetic import (
     SIGNS,
+    STREAM_LEAD_SECONDS,
     TRANSITION_SECONDS,
     Signer,
     StreamRecipe,
@@ -106,15 +111,24 @@ def plan_streams(settings: dict, seed: int) -> list[dict]:
         for stream_index in range(settings["streams_per_signer"]):
             rows.append({"path": f"{split}/{name}_stream{stream_index}.mp4", "kind": "signs",
                          "stream_index": stream_index, "job": "sign_stream", **common})
-        rows.append({"path": f"{split}/{name}_idle0.mp4", "kind": "idle", "stream_index": 0,
-                     "job": "idle_stream", **common})
+        # Fast streams draw their signs after the usual ones' indexes: other signs, other orders.
+        for fast_index in range(settings["fast_streams_per_signer"]):
+            rows.append({"path": f"{split}/{name}_fast{fast_index}.mp4", "kind": "fast",
+                         "stream_index": settings["streams_per_signer"] + fast_index, "job": "sign_stream", **common})
+        for idle_index in range(settings["idle_streams_per_signer"]):
+            rows.append({"path": f"{split}/{name}_idle{idle_index}.mp4", "kind": "idle", "stream_index": idle_index,
+                         "job": "idle_stream", **common})
     return rows
 
 
-def stream_recipe(settings: dict) -> StreamRecipe:
+def stream_recipe(settings: dict, fast: bool = False) -> StreamRecipe:
+    """The usual streams' recipe, or the fast one: short gaps, and signs right at the file's ends."""
+    gap = (settings["fast_gap_seconds_min"], settings["fast_gap_seconds_max"]) if fast else \
+        (settings["gap_seconds_min"], settings["gap_seconds_max"])
+    lead = (0.0, settings["fast_lead_seconds_max"]) if fast else STREAM_LEAD_SECONDS
     return StreamRecipe(vocabulary=SIGNS[: settings["classes"]], sign_seconds=settings["seconds"],
                         signs_per_stream=(settings["signs_per_stream_min"], settings["signs_per_stream_max"]),
-                        gap_seconds=(settings["gap_seconds_min"], settings["gap_seconds_max"]))
+                        gap_seconds=gap, lead_seconds=lead)
 
 
 def estimated_seconds(row: dict, settings: dict) -> float:
@@ -126,9 +140,9 @@ def estimated_seconds(row: dict, settings: dict) -> float:
         return settings["idle_seconds"]
     if row["job"] == "idle_stream":
         return settings["idle_stream_seconds"]
-    signs = (settings["signs_per_stream_min"] + settings["signs_per_stream_max"]) / 2
-    gap = (settings["gap_seconds_min"] + settings["gap_seconds_max"]) / 2
-    return 2.0 + signs * sign + (signs - 1) * gap
+    recipe = stream_recipe(settings, fast=row["kind"] == "fast")
+    signs = sum(recipe.signs_per_stream) / 2
+    return sum(recipe.lead_seconds) + signs * sign + (signs - 1) * sum(recipe.gap_seconds) / 2
 
 
 def batch_jobs(jobs: list[tuple[dict, dict, str]], settings: dict) -> list[list[tuple[dict, dict, str]]]:
@@ -155,7 +169,8 @@ def take_timeline(row: dict, settings: dict, signer: Signer) -> Timeline:
     if row["job"] == "idle_clip":
         return idle_clip_timeline(signer, row["repetition"], seed, fps, settings["idle_seconds"], vocabulary)
     if row["job"] == "sign_stream":
-        return sign_stream_timeline(signer, row["stream_index"], seed, fps, stream_recipe(settings))
+        return sign_stream_timeline(signer, row["stream_index"], seed, fps,
+                                    stream_recipe(settings, fast=row["kind"] == "fast"))
     return idle_stream_timeline(signer, row["stream_index"], seed, fps, settings["idle_stream_seconds"], vocabulary)
 
 

@@ -30,14 +30,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # A pipeline small enough for CI on two cores: 4 signs (+ the idle class) x 4 signers x 1
 # repetition, drawn at 10 frames/s (so every frame is sampled), windows of 8 frames at 64 px,
-# one short stream and one 30 s idle stream per evaluation signer. Accuracy is not the point
+# one short stream, one fast one and one 30 s idle stream per evaluation signer. Accuracy is not the point
 # at this size; plumbing is.
 TINY_PARAMS = {
     "base": {"seq_len": 8, "image_size": 64},
     "generate": {"classes": 4, "signers": 4, "repetitions": 1, "val_signers": 1, "test_signers": 1,
                  "width": 96, "height": 72, "fps": 10, "seconds": 0.8, "idle_clips": 1, "idle_seconds": 2.0,
                  "streams_per_signer": 1, "signs_per_stream_min": 2, "signs_per_stream_max": 3,
-                 "idle_stream_seconds": 30},
+                 "idle_stream_seconds": 30, "idle_streams_per_signer": 1, "fast_streams_per_signer": 1},
     "sample": {"fps": 10, "min_frames": 3},
     "train": {"epochs": 3, "patience": 2, "batch_size": 8, "lstm_units": 8, "windows_per_clip": 2},
     "benchmark": {"repeats": 2, "live_steps": 10, "eager_steps": 2, "extract_clips": 2, "e2e_steps": 1, "e2e_batch_windows": 1,

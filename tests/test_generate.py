@@ -26,7 +26,8 @@ STAGE = [sys.executable, "-m", "stages.generate"]
 # at 10 frames/s so that even the 30 s idle stream is cheap.
 GENERATE = {"classes": 3, "signers": 3, "val_signers": 1, "test_signers": 1, "repetitions": 1, "width": 96,
             "height": 72, "fps": 10, "idle_clips": 1, "streams_per_signer": 1, "signs_per_stream_min": 2,
-            "signs_per_stream_max": 3, "idle_stream_seconds": 30}
+            "signs_per_stream_max": 3, "idle_stream_seconds": 30, "idle_streams_per_signer": 1,
+            "fast_streams_per_signer": 1}
 # A pixel "changed" when it differs by more than this (max over channels) after a 5x5 blur: far above
 # blurred sensor noise and compression, below any hand or arm against shirt or background.
 CHANGE_LEVEL = 40
@@ -104,7 +105,27 @@ def test_streams_only_for_evaluation_signers_with_their_ground_truth(generated):
             assert 2 <= len(names) <= 3 and set(names) <= {sign.name for sign in SIGNS[:3]}
             assert all(a != b for a, b in zip(names[:-1], names[1:]))
             assert all(0 < sign["start"] < sign["end"] < annotation["duration"] for sign in annotation["signs"])
-    assert sorted(row["kind"] for row in streams) == ["idle", "idle", "signs", "signs"]
+    assert sorted(row["kind"] for row in streams) == ["fast", "fast", "idle", "idle", "signs", "signs"]
+
+
+def test_fast_streams_sign_from_the_first_moments_to_the_last_with_short_gaps(generated):
+    """Signing without pauses (issue 34): the first sign starts, and the last ends, within the lead plus the
+    move into (out of) the sign; between signs, the move out, the gap and the move in."""
+    settings = settings_of(generated)
+    fast = [row for row in plan_streams(settings, seed=42) if row["kind"] == "fast"]
+    assert len(fast) == 2                                       # one per evaluation signer
+    for row in fast:
+        annotation = json.loads((generated / "data/streams" / row["path"]).with_suffix(".json").read_text())
+        _, signer = rebuilt(row, settings)
+        transition = max(int(round(settings["fps"] * TRANSITION_SECONDS / signer.speed)), 2) / settings["fps"]
+        signs = annotation["signs"]
+        assert signs[0]["start"] <= settings["fast_lead_seconds_max"] + transition + 0.1
+        assert annotation["duration"] - signs[-1]["end"] <= settings["fast_lead_seconds_max"] + transition + 0.2
+        for before, after in zip(signs[:-1], signs[1:]):
+            assert after["start"] - before["end"] <= 2 * transition + settings["fast_gap_seconds_max"] + 0.2
+    usual = next(row for row in plan_streams(settings, seed=42) if row["kind"] == "signs")
+    first_usual = json.loads((generated / "data/streams" / usual["path"]).with_suffix(".json").read_text())["signs"][0]
+    assert first_usual["start"] >= 0.9                          # the usual streams keep a second of rest first
 
 
 def test_stream_sign_times_are_where_the_hands_move(generated):
@@ -170,6 +191,10 @@ DEFAULTS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     ({"gap_seconds_min": 2.5, "gap_seconds_max": 2.0},
      r"generate.gap_seconds_min \(2.5\) must be at most generate.gap_seconds_max \(2.0\)"),
     ({"idle_stream_seconds": 20}, r"generate.idle_stream_seconds is 20; it must be at least 30"),
+    ({"idle_streams_per_signer": 0}, r"generate.idle_streams_per_signer is 0; it must be at least 1"),
+    ({"fast_streams_per_signer": -1}, r"generate.fast_streams_per_signer is -1; it must be at least 0"),
+    ({"fast_gap_seconds_min": 0.5, "fast_gap_seconds_max": 0.4},
+     r"generate.fast_gap_seconds_min \(0.5\) must be at most generate.fast_gap_seconds_max \(0.4\)"),
 ])
 def test_bad_generate_params_are_named(changes, message):
     params = copy.deepcopy(DEFAULTS)

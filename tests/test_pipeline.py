@@ -28,7 +28,8 @@ from tests.conftest import (
 
 REQUIRED_METRICS = {"val_accuracy", "test_accuracy", "test_top3_accuracy", "test_macro_f1", "num_classes",
                     "num_classes_in_test", "num_test_clips", "backbone_weights", "stream_sign_error_rate",
-                    "stream_false_signs_per_minute", "stream_latency_seconds_median"}
+                    "stream_false_signs_per_minute", "stream_latency_seconds_median",
+                    "stream_false_signs_per_minute_ci95", "fast_stream_sign_error_rate"}
 EVERY_STAGE = {"weights", "generate", "sample", "extract", "train", "finetune", "assemble", "export", "calibrate",
                "evaluate", "benchmark"}
 ALWAYS_RUNS = "weights"     # resolves the backbone's weights on every run (dvc.yaml: always_changed)
@@ -65,6 +66,8 @@ def test_repro_runs_every_stage_once_and_a_second_repro_nothing(trained_workspac
     assert list(metrics)[0].startswith("val_")                          # validation first
     assert metrics["num_classes"] == 5 and metrics["no_sign_class"] == "_none"   # 4 signs + idle
     assert metrics["num_test_clips"] == 5                                # 5 classes x 1 test signer
+    assert metrics["fast_stream_num_sign_streams"] == 1 and metrics["stream_num_sign_streams"] == 1   # kept apart
+    assert metrics["stream_idle_minutes"] == 0.5                         # one 30 s idle stream
     manifest = pd.read_csv(root / "data/manifest.csv", keep_default_na=False)
     assert list(manifest.columns[:6]) == ["path", "label", "split", "signer", "status", "reason"]
     assert len(manifest) == 20 and (manifest["status"] == "ok").all()

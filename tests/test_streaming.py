@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.lib.stream_scoring import TrueSign, align, score_stream, summarise_streams
+from stages.lib.stream_scoring import TrueSign, align, poisson_rate_interval, score_stream, summarise_streams
 from stages.lib.streaming import SignSpotter, SpottingSettings, spot_signs
 
 LABELS = ["_none", "wave", "clap"]
@@ -106,6 +106,16 @@ def test_stream_scores_give_error_rate_false_signs_and_latency():
     assert summary["stream_sign_error_rate"] == 0.5                    # one substitution over two true signs
     assert summary["stream_false_signs_per_minute"] == 1.0
     assert summary["stream_latency_seconds_median"] == pytest.approx(0.5)
+    low, high = summary["stream_false_signs_per_minute_ci95"]
+    assert low < 1.0 < high                                            # one false sign in one minute: a wide interval
+
+
+def test_the_false_sign_interval_narrows_with_idle_minutes_and_matches_the_poisson_table():
+    # Garwood's exact 95 % limits for a count of 0 are (0, 3.689), for 5 (1.623, 11.668): standard tables.
+    assert poisson_rate_interval(0, 1.0) == [0.0, 3.689]
+    assert poisson_rate_interval(5, 1.0) == pytest.approx([1.623, 11.668], abs=1e-3)
+    two_minutes, ten_minutes = poisson_rate_interval(1, 2.0), poisson_rate_interval(5, 10.0)
+    assert ten_minutes[1] - ten_minutes[0] < (two_minutes[1] - two_minutes[0]) / 2   # same 0.5 a minute, surer
 
 
 def test_kept_stream_frames_are_keyed_to_the_code_that_took_them(tmp_path):

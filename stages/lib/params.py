@@ -178,6 +178,10 @@ def validate_generate(generate: dict) -> None:
     require_ordered_pair(generate, "generate", "signs_per_stream", require_int, minimum=1)
     require_ordered_pair(generate, "generate", "gap_seconds", require_number, minimum=0.0)
     require_number(generate, "generate", "idle_stream_seconds", minimum=MIN_IDLE_STREAM_SECONDS)
+    require_int(generate, "generate", "idle_streams_per_signer", minimum=1)
+    require_int(generate, "generate", "fast_streams_per_signer", minimum=0)
+    require_ordered_pair(generate, "generate", "fast_gap_seconds", require_number, minimum=0.0)
+    require_number(generate, "generate", "fast_lead_seconds_max", minimum=0.0)
 
 
 def validate_compute(compute: dict) -> None:

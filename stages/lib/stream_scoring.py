@@ -73,6 +73,16 @@ def score_stream(spotted: list, truth: list[TrueSign], duration_seconds: float, 
     return StreamScore(len(truth), edits, len(spotted), duration_seconds / 60.0, idle, latencies)
 
 
+def poisson_rate_interval(events: int, minutes: float, confidence: float = 0.95) -> list[float]:
+    """The exact (Garwood) interval of a rate a minute from `events` counted over `minutes`: how far the
+    true rate may be from the count, which with few idle minutes is far (0 events in 2 minutes: up to 1.8)."""
+    from scipy.stats import chi2
+    tail = (1 - confidence) / 2
+    low = chi2.ppf(tail, 2 * events) / 2 if events else 0.0
+    high = chi2.ppf(1 - tail, 2 * events + 2) / 2
+    return [round(float(low) / minutes, 3), round(float(high) / minutes, 3)]
+
+
 def summarise_streams(scores: list[StreamScore], prefix: str = "stream_") -> dict:
     """The stream figures: sign error rate on sign streams, false signs per minute on idle ones, latency."""
     sign_streams = [score for score in scores if not score.idle]
@@ -80,10 +90,12 @@ def summarise_streams(scores: list[StreamScore], prefix: str = "stream_") -> dic
     true_signs = sum(score.true_signs for score in sign_streams)
     latencies = [latency for score in sign_streams for latency in score.latencies]
     idle_minutes = sum(score.minutes for score in idle_streams)
+    false_signs = sum(score.emitted for score in idle_streams)
     summary = {
         f"{prefix}sign_error_rate": round(sum(s.edits for s in sign_streams) / true_signs, 4) if true_signs else None,
-        f"{prefix}false_signs_per_minute": (round(sum(s.emitted for s in idle_streams) / idle_minutes, 3)
-                                           if idle_minutes else None),
+        f"{prefix}false_signs_per_minute": (round(false_signs / idle_minutes, 3) if idle_minutes else None),
+        f"{prefix}false_signs_per_minute_ci95": (poisson_rate_interval(false_signs, idle_minutes)
+                                                 if idle_minutes else None),
         f"{prefix}latency_seconds_median": round(float(np.median(latencies)), 3) if latencies else None,
         f"{prefix}latency_seconds_p95": round(float(np.percentile(latencies, 95)), 3) if latencies else None,
         f"{prefix}num_sign_streams": len(sign_streams), f"{prefix}num_true_signs": true_signs,
@@ -98,11 +110,15 @@ def summarise_streams(scores: list[StreamScore], prefix: str = "stream_") -> dic
 class RecordedStream:
     path: Path
     split: str
-    idle: bool
+    kind: str                        # "signs" (with pauses), "fast" (without) or "idle" (stages/generate.py)
     duration: float
     truth: list[TrueSign]
     step_times: np.ndarray           # (steps,) stream seconds of each model step
     step_probabilities: np.ndarray   # (steps, classes)
+
+    @property
+    def idle(self) -> bool:
+        return self.kind == "idle"
 
 
 def read_stream_index(streams_dir: Path) -> pd.DataFrame:
@@ -128,7 +144,7 @@ def record_streams(bundle, streams_dir: Path, splits: tuple[str, ...], cache_dir
         path = Path(streams_dir) / row.path
         (times, probabilities), from_cache = stream_steps(bundle, path, cache_dir, encoder_digest, code_digest)
         replayed += from_cache
-        recorded.append(RecordedStream(path, row.split, row.kind == "idle", float(row.duration), read_truth(path),
+        recorded.append(RecordedStream(path, row.split, row.kind, float(row.duration), read_truth(path),
                                        times, probabilities))
     print(f"streams ({', '.join(splits)}): {len(recorded)} through the live path, {replayed} of them replayed "
           f"from the embeddings kept in {Path(cache_dir) / STREAM_CACHE_FOLDER}")
@@ -147,3 +163,13 @@ def stream_metrics(bundle, streams: list[RecordedStream], settings, prefix: str)
     scores = [score_stream(spot_recorded(bundle, stream, settings), stream.truth, stream.duration, stream.idle)
               for stream in streams]
     return summarise_streams(scores, prefix) if scores else {}
+
+
+SIGN_STREAM_FIGURES = ("sign_error_rate", "latency_seconds_median", "latency_seconds_p95", "num_sign_streams",
+                       "num_true_signs")
+
+
+def fast_stream_metrics(bundle, streams: list[RecordedStream], settings, prefix: str) -> dict:
+    """The sign-stream figures alone (fast streams hold no idle minutes), keys prefixed with `prefix`."""
+    figures = stream_metrics(bundle, streams, settings, prefix)
+    return {prefix + name: figures[prefix + name] for name in SIGN_STREAM_FIGURES if prefix + name in figures}

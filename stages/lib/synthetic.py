@@ -564,6 +564,7 @@ class StreamRecipe:
     sign_seconds: float = 1.5                         # nominal, before the signer's speed factor
     signs_per_stream: tuple[int, int] = (4, 6)        # fewest, most (inclusive)
     gap_seconds: tuple[float, float] = (0.8, 2.0)     # between one sign's return to rest and the next
+    lead_seconds: tuple[float, float] = STREAM_LEAD_SECONDS   # rest before the first sign and after the last
 
 
 def pick_signs(vocabulary: tuple[Sign, ...], count: int, rng: np.random.Generator) -> list[Sign]:
@@ -588,13 +589,13 @@ def sign_stream_timeline(signer: Signer, stream_index: int, seed: int, fps: int,
     """Continuous signing: rest, then signs separated by gaps, then rest; `signs` says where each sign is."""
     timeline = Timeline(seed, (seed, 5, signer.index, stream_index))
     rng = timeline.motion_rng()
-    timeline.add(rest_poses(frames_for(rng.uniform(*STREAM_LEAD_SECONDS), fps)))
+    timeline.add(rest_poses(frames_for(rng.uniform(*recipe.lead_seconds), fps)))
     count = int(rng.integers(recipe.signs_per_stream[0], recipe.signs_per_stream[1] + 1))
     for position, sign in enumerate(pick_signs(recipe.vocabulary, count, rng)):
         if position:
             timeline.add(gap_poses(signer, rng, fps, recipe))
         timeline.add_sign(sign.name, *sign_poses(sign, signer, rng, fps, recipe.sign_seconds))
-    timeline.add(rest_poses(frames_for(rng.uniform(*STREAM_LEAD_SECONDS), fps)))
+    timeline.add(rest_poses(frames_for(rng.uniform(*recipe.lead_seconds), fps)))
     return timeline
 
 
