@@ -59,3 +59,22 @@ def test_no_two_library_modules_import_each_other():
     graph = {path.stem: lib_imports(path) for path in (REPO_ROOT / "stages/lib").glob("*.py")}
     pairs = {tuple(sorted((a, b))) for a, imported in graph.items() for b in imported if a in graph.get(b, set())}
     assert not pairs, f"modules that import each other: {sorted(pairs)}"
+
+
+def test_the_seed_figures_give_each_figure_its_mean_and_range_and_a_row_saying_so(tmp_path):
+    from stages.tools.seeds import summarise_seeds
+    per_seed = {42: {"stream_sign_error_rate": 0.0, "fast_stream_sign_error_rate": 0.2, "test_accuracy": 0.9},
+                1: {"stream_sign_error_rate": 0.1, "fast_stream_sign_error_rate": None, "test_accuracy": 1.0},
+                2: {"stream_sign_error_rate": 0.05, "fast_stream_sign_error_rate": 0.4, "test_accuracy": 0.95}}
+    summary = summarise_seeds(per_seed)
+    assert summary["stream_sign_error_rate"] == {"values": {42: 0.0, 1: 0.1, 2: 0.05}, "mean": 0.05, "min": 0.0,
+                                                 "max": 0.1}
+    assert summary["fast_stream_sign_error_rate"]["mean"] == pytest.approx(0.3)      # the seed without it left out
+    assert summary["stream_false_signs_per_minute"]["mean"] is None
+    metrics = json.loads((REPO_ROOT / "reports/metrics.json").read_text())
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    (tmp_path / "seeds.json").write_text(json.dumps({"seeds": [42, 1, 2], "machine": "a CPU", "figures": summary}))
+    row = next(line for line in results_table(tmp_path).splitlines() if "head seeds" in line)
+    assert "sign error rate 0.050 (0.000-0.100)" in row and "without pauses 0.300 (0.200-0.400)" in row
+    assert "false signs/min –" in row and "a CPU" in row
+

@@ -35,6 +35,8 @@ def metric_row(settings: AppSettings, metrics: dict, prefix: str, stream_prefix:
                ("Macro F1", metrics.get(f"{prefix}macro_f1"), "{:.3f}"),
                ("Clips", metrics.get(f"num_{prefix}clips"), "{}"),
                ("Stream sign error rate", metrics.get(f"{stream_prefix}sign_error_rate"), "{:.1%}"),
+               ("Fast-stream sign error rate", metrics.get(f"{stream_prefix.replace('stream_', 'fast_stream_')}"
+                                                            "sign_error_rate"), "{:.1%}"),
                ("False signs / idle minute", metrics.get(f"{stream_prefix}false_signs_per_minute"), "{:.2f}"),
                ("Median latency", metrics.get(f"{stream_prefix}latency_seconds_median"), "{:.2f} s")]
     for column, (label, value, pattern) in zip(st.columns(len(figures)), figures):

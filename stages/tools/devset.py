@@ -194,7 +194,7 @@ def cross_validated_rows(workspace: Path, folds: int, seeds: list[int], levers: 
         extract_seconds = time.perf_counter() - started if changes else baseline_seconds
         prepare = (lambda clips, train, probe=probe: prepare_for_probe(probe, clips, train)) if probe else None
         head = cross_validate_head(workspace, folds, seeds, prepare)
-        rows.append({"row": name, "changes": changes, **head, "extract_seconds": round(extract_seconds),
+        rows.append({"row": name, "changes": changes, "probe": probe, **head, "extract_seconds": round(extract_seconds),
                      **feature_summary(workspace)})
         print(f"{name}: {rows[-1]}", flush=True)
         changes_features = not probe and not any(key.startswith("train.") for key in changes)

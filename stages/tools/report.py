@@ -9,7 +9,9 @@ Rows: the built-in held-out signers (isolated clips) and the built-in test strea
 `reports/metrics.json` (evaluate); the development set, from `reports/devset.json` (written by
 `python -m stages.tools.devset FOLDER --json reports/devset.json`); speed, from
 `reports/benchmark.json` (benchmark); the development set cross-validated, from
-`reports/devset_cv.json` (`devset FOLDER --folds 5 --json reports/devset_cv.json`), when present.
+`reports/devset_cv.json` (`devset FOLDER --folds 5 --json reports/devset_cv.json`), and the stream
+figures over several head seeds, from `reports/seeds.json` (`python -m stages.tools.seeds --json
+reports/seeds.json`), when present.
 Each row names the machine its figures came from and
 the study behind it. A report that is missing leaves its row out and says so.
 """
@@ -42,9 +44,21 @@ def clip_row(metrics: dict) -> list[str]:
 def stream_row(metrics: dict) -> list[str]:
     return ["Built-in test streams, continuous signing with pauses",
             f"sign error rate {metrics['stream_sign_error_rate']:.3f} ({metrics['stream_num_true_signs']} signs), "
-            f"{metrics['stream_false_signs_per_minute']:.2f} false signs/min "
+            f"{metrics['stream_false_signs_per_minute']:.2f} false signs/min{false_sign_interval(metrics)} "
             f"({metrics['stream_idle_minutes']:g} idle min), median latency "
             f"{metrics['stream_latency_seconds_median']:.2f} s",
+            metrics.get("machine", "not recorded"), "[recognition](docs/recognition.md)"]
+
+
+def false_sign_interval(metrics: dict) -> str:
+    interval = metrics.get("stream_false_signs_per_minute_ci95")
+    return f" (95 % interval {interval[0]:.2f}-{interval[1]:.2f})" if interval else ""
+
+
+def fast_stream_row(metrics: dict) -> list[str]:
+    return ["Built-in test streams, signing without pauses (gaps 0.1-0.4 s, signs at the file's ends)",
+            f"sign error rate {metrics['fast_stream_sign_error_rate']:.3f} ({metrics['fast_stream_num_true_signs']} "
+            f"signs), median latency {metrics['fast_stream_latency_seconds_median']:.2f} s",
             metrics.get("machine", "not recorded"), "[recognition](docs/recognition.md)"]
 
 
@@ -67,7 +81,8 @@ def cross_validated_rows(devset_cv: dict) -> list[list[str]]:
     return [[f"Development set ({devset_cv['dataset']}), {devset_cv['protocol']}: {row['row']}",
              f"top-1 {row['top1_mean']:.3f} ± {row['top1_sd']:.3f}, top-3 {row['top3_mean']:.3f} ± "
              f"{row['top3_sd']:.3f}", devset_cv.get("machine", "not recorded"), "[real clips](docs/real-clips.md)"]
-            for row in devset_cv["rows"] if not row["row"].startswith("floor") and row["changes"] in HEADLINE_CHANGES]
+            for row in devset_cv["rows"]
+            if not row["row"].startswith("floor") and not row.get("probe") and row["changes"] in HEADLINE_CHANGES]
 
 
 def speed_row(benchmark: dict) -> list[str]:
@@ -77,12 +92,35 @@ def speed_row(benchmark: dict) -> list[str]:
             machine_line(benchmark), "[performance](docs/performance.md)"]
 
 
+def seeds_row(seeds: dict) -> list[str]:
+    """The stream figures over several head seeds (stages/tools/seeds.py): mean and range of each."""
+    figures = seeds["figures"]
+
+    def spread(name: str, pattern: str = "{:.3f}") -> str:
+        entry = figures.get(name) or {}
+        if entry.get("mean") is None:
+            return "–"
+        return f"{pattern.format(entry['mean'])} ({pattern.format(entry['min'])}-{pattern.format(entry['max'])})"
+    return [f"Built-in test streams over {len(seeds['seeds'])} head seeds ({', '.join(map(str, seeds['seeds']))}): "
+            "mean (range)",
+            f"sign error rate {spread('stream_sign_error_rate')}, without pauses "
+            f"{spread('fast_stream_sign_error_rate')}; false signs/min "
+            f"{spread('stream_false_signs_per_minute', '{:.2f}')}; "
+            f"median latency {spread('stream_latency_seconds_median', '{:.2f}')} s; clip top-1 "
+            f"{spread('test_accuracy')}", seeds.get("machine", "not recorded"), "[recognition](docs/recognition.md)"]
+
+
 def results_table(reports_dir: Path = REPORTS) -> str:
     """The markdown table of every report present, with a note for any that is missing."""
     rows, missing = [], []
     metrics = read_report("metrics.json", reports_dir)
     if metrics:
         rows += [clip_row(metrics), stream_row(metrics)]
+        if metrics.get("fast_stream_sign_error_rate") is not None:
+            rows.append(fast_stream_row(metrics))
+        seeds = read_report("seeds.json", reports_dir)
+        if seeds:
+            rows.append(seeds_row(seeds))
     else:
         missing.append("metrics.json (run `dvc repro`)")
     devset = read_report("devset.json", reports_dir)
