@@ -162,7 +162,7 @@ def train_head(train: TrainingWindows, validation: tuple[np.ndarray, np.ndarray]
     """Build and fit the head; returns it with the best validation weights restored."""
     feature_size = train.split.clips[0].shape[-1]                       # 1280 for MobileNetV2 embeddings
     head = build_head(train.seq_len, num_classes, settings["lstm_units"], settings["dropout"], feature_size,
-                      centre_in_time, settings["projection_units"])
+                      centre_in_time, settings["projection_units"], bool(settings.get("motion_channels", False)))
     head.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]),
                  loss="sparse_categorical_crossentropy",
                  metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=3, name="top3")])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from stages.lib.backbone import build_frame_encoder
-from stages.lib.models import build_full_model, build_head, build_head_from_card, load_model
+from stages.lib.models import FrameDifferences, build_full_model, build_head, build_head_from_card, load_model
 
 
 def test_head_maps_embedding_sequences_to_class_probabilities():
@@ -49,6 +49,24 @@ def test_a_projected_head_maps_each_step_to_fewer_numbers_and_the_card_rebuilds_
     # A card from before the key existed means no projection.
     del card["train_params"]["projection_units"]
     assert [layer.name for layer in build_head_from_card(card).layers] == [layer.name for layer in plain.layers]
+
+
+def test_motion_channels_give_each_step_its_change_and_survive_saving_and_the_card(tmp_path):
+    """train.motion_channels: the head sees each step beside its change since the step before."""
+    x = np.random.default_rng(5).normal(size=(2, 4, 6)).astype("float32")
+    both = FrameDifferences()(x).numpy()                                           # (2, 4, 12)
+    np.testing.assert_allclose(both[..., :6], x)
+    np.testing.assert_allclose(both[:, 0, 6:], 0.0)
+    np.testing.assert_allclose(both[:, 1:, 6:], x[:, 1:] - x[:, :-1], atol=1e-6)
+    head = build_head(seq_len=4, num_classes=3, lstm_units=8, dropout=0.0, feature_size=6, motion_channels=True)
+    assert head.get_layer("frame_differences").output.shape == (None, 4, 12)
+    head.save(tmp_path / "head.keras")
+    np.testing.assert_allclose(load_model(tmp_path / "head.keras")(x).numpy(), head(x).numpy(), atol=1e-6)
+    card = {"seq_len": 4, "labels": ["a", "b", "_none"], "feature_size": 6, "centre_in_time": True,
+            "train_params": {"lstm_units": 8, "dropout": 0.0, "projection_units": 0, "motion_channels": True}}
+    rebuilt = build_head_from_card(card)
+    rebuilt.set_weights(head.get_weights())
+    np.testing.assert_allclose(rebuilt(x).numpy(), head(x).numpy(), atol=1e-6)
 
 
 def test_full_graph_is_the_encoder_per_frame_followed_by_the_head():

@@ -39,14 +39,31 @@ class TemporalCentering(keras.layers.Layer):
         return sequence - keras.ops.mean(sequence, axis=1, keepdims=True)
 
 
+@keras.saving.register_keras_serializable(package="signlang")
+class FrameDifferences(keras.layers.Layer):
+    """Each step's features beside their change since the step before: (batch, T, D) -> (batch, T, 2D).
+
+    Motion as such (`train.motion_channels`): a hand held at a sign's start pose and a hand moving through
+    the sign can look alike frame by frame; their differences do not. The first step's change is zero.
+    Inside the head, so every path that runs the head (training, evaluate, the live ring buffer) sees it.
+    """
+
+    def call(self, sequence):
+        change = sequence[:, 1:] - sequence[:, :-1]                                    # (batch, T - 1, D)
+        change = keras.ops.concatenate([keras.ops.zeros_like(sequence[:, :1]), change], axis=1)  # (batch, T, D)
+        return keras.ops.concatenate([sequence, change], axis=-1)                     # (batch, T, 2D)
+
+
 def build_head(seq_len: int, num_classes: int, lstm_units: int, dropout: float,
                feature_size: int = EMBEDDING_SIZE, centre_in_time: bool = True,
-               projection_units: int = 0) -> keras.Model:
+               projection_units: int = 0, motion_channels: bool = False) -> keras.Model:
     """(batch, seq_len, 1280) float embeddings -> (batch, num_classes) float32 probabilities.
 
     `projection_units` > 0 maps each step's features linearly to that many numbers before the BiLSTM
     (`train.projection_units`): the LSTM's input multiplication on 1280 numbers a step is most of a
     training step's arithmetic, and a handful of clips per sign has no use for 1280 free directions.
+
+    `motion_channels` adds each step's change since the step before (FrameDifferences).
 
     `feature_size` is the width of each step's features: MobileNetV2's 1280, or the keypoints'
     (`backbone.name: keypoints`, stages/lib/keypoints.py), which also turn `centre_in_time` off:
@@ -57,6 +74,8 @@ def build_head(seq_len: int, num_classes: int, lstm_units: int, dropout: float,
     embeddings = keras.Input((seq_len, feature_size), name="embeddings")
     motion = TemporalCentering(name="temporal_centering")(embeddings) if centre_in_time \
         else embeddings                                                         # (batch, T, 1280)
+    if motion_channels:
+        motion = FrameDifferences(name="frame_differences")(motion)             # (batch, T, 2 x 1280)
     dropped = keras.layers.Dropout(dropout, name="input_dropout")(motion)
     steps = keras.layers.Dense(projection_units, name="projection")(dropped) if projection_units \
         else dropped                                                            # (batch, T, P or 1280)
@@ -76,7 +95,8 @@ def build_head_from_card(head_card: dict) -> keras.Model:
     settings = head_card["train_params"]
     return build_head(int(head_card["seq_len"]), len(head_card["labels"]), settings["lstm_units"],
                       settings["dropout"], int(head_card.get("feature_size", EMBEDDING_SIZE)),
-                      bool(head_card.get("centre_in_time", True)), int(settings.get("projection_units", 0)))
+                      bool(head_card.get("centre_in_time", True)), int(settings.get("projection_units", 0)),
+                      bool(settings.get("motion_channels", False)))
 
 
 def build_full_model(frame_encoder: keras.Model, head: keras.Model, seq_len: int) -> keras.Model:

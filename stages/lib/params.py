@@ -129,6 +129,8 @@ def validate_params(params: dict[str, Any]) -> None:
         require_int(train, "train", "windows_per_clip", minimum=1)
         require_int(train, "train", "edge_windows", minimum=0)
         require_int(train, "train", "projection_units", minimum=0)
+        if not isinstance(train.get("motion_channels", False), bool):
+            raise ParamsError(f"train.motion_channels is {train['motion_channels']!r}; allowed: true, false")
         require_number(train, "train", "position_jitter", minimum=0.0, maximum=0.5)
         require_number(train, "train", "speed_jitter", minimum=0.0, maximum=0.5)
         if "keypoint_augment" in train:     # 1: rotations up to 45 degrees, scale 0-2: beyond any camera
