@@ -6,10 +6,12 @@ import numpy as np
 from stages.lib.embeddings import SplitClips
 from stages.lib.keypoints import KEYPOINT_FEATURES
 from stages.tools.keypoint_probes import (
+    ACTIVE_MARGIN,
     HANDS,
     LONGEST_GAP_FILLED,
     PRESENCE_COLUMNS,
     PROBES,
+    active_span,
     fill_lost_hands,
     fingertip_distances,
     hand_shape,
@@ -61,3 +63,15 @@ def test_every_probe_keeps_the_frames_and_standardising_sees_only_training_clips
     training = np.concatenate([standardised.clips[0], standardised.clips[2]])
     np.testing.assert_allclose(training.mean(axis=0), 0.0, atol=1e-3)        # float32 over a 1e-3 floor
     assert not np.allclose(np.concatenate([standardised.clips[1], standardised.clips[3]]).mean(axis=0), 0.0, atol=1e-3)
+
+
+def test_the_active_span_keeps_the_raise_to_the_lowering_and_a_margin():
+    clip = clip_with_hands(30)
+    clip[:8, list(PRESENCE_COLUMNS)] = 0.0                       # hands down, out of the frame, at both ends
+    clip[25:, list(PRESENCE_COLUMNS)] = 0.0
+    clip[:, 2 * 15 + 1] = clip[:, 2 * 16 + 1] = 2.0             # both wrists low (at the hips) throughout
+    np.testing.assert_array_equal(active_span(clip), clip[8 - ACTIVE_MARGIN:25 + ACTIVE_MARGIN])
+    resting = clip.copy()
+    resting[:, list(PRESENCE_COLUMNS)] = 0.0
+    np.testing.assert_array_equal(active_span(resting), resting)         # nothing active: the clip kept whole
+

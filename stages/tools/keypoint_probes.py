@@ -30,6 +30,10 @@ HANDS = (slice(HANDS_START, HANDS_START + 2 * HAND_POINTS),                # the
          slice(HANDS_START + 2 * HAND_POINTS, HANDS_START + 4 * HAND_POINTS))
 PRESENCE_COLUMNS = (HANDS_START + 4 * HAND_POINTS, HANDS_START + 4 * HAND_POINTS + 1)
 FINGERTIPS = (4, 8, 12, 16, 20)                                            # thumb, index, middle, ring, little
+VISIBILITY_START = 2 * len(UPPER_BODY)
+WRIST_POINTS = (15, 16)      # the pose model's left and right wrist
+WRIST_UP_LEVEL = 1.0         # shoulder widths below the shoulders' midpoint: about the bottom of the chest
+ACTIVE_MARGIN = 2            # frames kept either side of the active span (a quarter second at 8 frames/s)
 LONGEST_GAP_FILLED = 6       # frames: 0.75 s at 8 frames/s, about a hand's fast pass through a blur
 
 
@@ -72,6 +76,19 @@ def fill_lost_hands(clip: np.ndarray) -> np.ndarray:
     return clip
 
 
+def active_span(clip: np.ndarray) -> np.ndarray:
+    """The clip cut to where the hands are up (the raise to the lowering), ACTIVE_MARGIN frames either side:
+    a frame is active when a hand is found or a visible wrist is above WRIST_UP_LEVEL. A clip with no active
+    frame is kept whole. Training windows and the scored centred window then sit on the sign, not the rest."""
+    wrists_y = clip[:, [2 * WRIST_POINTS[0] + 1, 2 * WRIST_POINTS[1] + 1]]          # (T, 2), down is positive
+    wrists_seen = clip[:, [VISIBILITY_START + WRIST_POINTS[0], VISIBILITY_START + WRIST_POINTS[1]]] >= 0.5
+    hands_found = clip[:, list(PRESENCE_COLUMNS)] >= PRESENCE_THRESHOLD
+    active = np.flatnonzero((hands_found | (wrists_seen & (wrists_y < WRIST_UP_LEVEL))).any(axis=1))
+    if len(active) == 0:
+        return clip
+    return clip[max(active[0] - ACTIVE_MARGIN, 0):active[-1] + ACTIVE_MARGIN + 1]
+
+
 def with_hand_shapes(clip: np.ndarray) -> np.ndarray:
     return np.concatenate([clip, *[hand_shape(clip[:, hand]) for hand in HANDS]], axis=1)
 
@@ -97,6 +114,8 @@ PROBES: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray] | None]] = {
     "fill-hands": ("a hand lost for up to 6 frames interpolated between its detections", fill_lost_hands),
     "standardise": ("every channel standardised by the training fold's mean and sd", None),
     "all": ("hands filled, hand shapes, fingertip distances and motion together", with_everything),
+    "active-span": ("each clip cut to where the hands are up (a hand found, or a wrist above the chest)",
+                    active_span),
 }
 
 
