@@ -3,6 +3,7 @@
 Usage:
     python -m stages.tools.seeds                          # head seeds 42 (base.seed), 1 and 2
     python -m stages.tools.seeds --seeds 42,1,2,3 --json reports/seeds.json
+    python -m stages.tools.seeds --set train.motion_channels=true     # a lever, judged over the same seeds
 
 The head's seed alone moves the stream figures by a few signs (docs/performance.md). Each seed is
 `dvc exp run --temp --name seed-<n> -S train.seed=<n>`: a DVC experiment like any other (it shows in
@@ -30,11 +31,14 @@ SEED_FIGURES = ("test_accuracy", "test_top3_accuracy", "stream_sign_error_rate",
 DEFAULT_SEEDS = "42,1,2"
 
 
-def run_seed(seed: int, root: Path) -> tuple[dict, float]:
-    """One head seed as a temporary DVC experiment: (its metrics.json, seconds)."""
+def run_seed(seed: int, root: Path, settings: list[str] = ()) -> tuple[dict, float]:
+    """One head seed (and `settings`, each key=value as dvc exp run -S takes it) as a temporary DVC experiment:
+    (its metrics.json, seconds)."""
     started = time.perf_counter()
     name = f"seed-{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", name, "-S", f"train.seed={seed}"]
+    overrides = [item for setting in settings for item in ("-S", setting)]
+    command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", name, "-S", f"train.seed={seed}",
+               *overrides]
     result = subprocess.run(command, cwd=root, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -66,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default=DEFAULT_SEEDS, help=f"head seeds, comma-separated (default {DEFAULT_SEEDS})")
     parser.add_argument("--json", type=Path, help="write the per-seed figures and their mean and range here")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a param for every seed's run, as dvc exp run -S (repeatable)")
     arguments = parser.parse_args(argv)
     seeds = [int(seed) for seed in arguments.seeds.split(",")]
     if len(seeds) < 2:
@@ -73,14 +79,14 @@ def main(argv: list[str] | None = None) -> None:
     root = Path.cwd()
     per_seed, seconds = {}, {}
     for seed in seeds:
-        per_seed[seed], seconds[seed] = run_seed(seed, root)
+        per_seed[seed], seconds[seed] = run_seed(seed, root, arguments.set)
         print(f"seed {seed}: " + ", ".join(f"{figure} {per_seed[seed].get(figure)}" for figure in SEED_FIGURES)
               + f" ({seconds[seed]:.0f} s)", flush=True)
     summary = summarise_seeds(per_seed)
     print(seeds_table(summary))
     if arguments.json:
-        record = {"seeds": seeds, "machine": machine_line(), "seconds": {seed: round(value) for seed, value in
-                                                                         seconds.items()}, "figures": summary}
+        record = {"seeds": seeds, "settings": arguments.set, "machine": machine_line(),
+                  "seconds": {seed: round(value) for seed, value in seconds.items()}, "figures": summary}
         arguments.json.write_text(json.dumps(record, indent=2) + "\n")
 
 
