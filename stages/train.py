@@ -41,6 +41,8 @@ from stages.lib.windows import WindowJitter, centred_window, random_window, wind
 
 VALIDATION_JITTERED_WINDOWS = 2   # per validation clip, besides the centred one: validation sees off-centre windows too
 EDGE_SHARE = 0.15                 # edge windows reach this share of a clip in from either end
+NEIGHBOUR_REACH = 0.2             # a neighbour window's centre strays up to this share of its clip from the middle
+PLAIN, EDGE, NEIGHBOURS = 0, 1, 2   # the kinds of training window an epoch's plan holds
 
 
 def head_seed(params: dict) -> int:
@@ -65,8 +67,13 @@ class TrainingWindows(keras.utils.PyDataset):
 
     def __init__(self, split: SplitClips, seq_len: int, batch_size: int, windows_per_clip: int,
                  jitter: WindowJitter, seed: int, no_sign_index: int | None, edge_windows: int = 0,
-                 no_sign_windows_per_clip: int | None = None, keypoint_augment: float = 0.0):
+                 no_sign_windows_per_clip: int | None = None, keypoint_augment: float = 0.0,
+                 neighbour_windows: int = 0):
         super().__init__()
+        # Per sign clip and epoch: windows of the clip joined to the end of another sign before it and the start of
+        # one after it (neighbour_window), labelled the clip's sign: signing without pauses.
+        self.neighbour_windows = neighbour_windows
+        self.neighbours = neighbour_candidates(split, no_sign_index) if neighbour_windows else {}
         self.keypoint_augment = keypoint_augment      # > 0: keypoint windows augmented (stages/lib/keypoint_augment)
         self.split, self.seq_len, self.batch_size = split, seq_len, batch_size
         self.windows_per_clip, self.jitter, self.seed = windows_per_clip, jitter, seed
@@ -84,8 +91,11 @@ class TrainingWindows(keras.utils.PyDataset):
         clips = np.repeat(np.arange(len(self.split)), per_clip)
         signs = np.flatnonzero(self.split.labels != self.no_sign_index)
         edges = np.repeat(signs, self.edge_windows)
-        plan = np.concatenate([np.stack([clips, np.zeros_like(clips)], 1), np.stack([edges, np.ones_like(edges)], 1)])
-        self.order = plan[rng.permutation(len(plan))]                  # (windows, 2): clip index, is an edge window
+        joined = np.repeat([index for index in signs if self.neighbours.get(index)], self.neighbour_windows)
+        plan = np.concatenate([np.stack([clips, np.full_like(clips, PLAIN)], 1),
+                               np.stack([edges, np.full_like(edges, EDGE)], 1),
+                               np.stack([joined, np.full_like(joined, NEIGHBOURS)], 1)]).astype(np.int64)
+        self.order = plan[rng.permutation(len(plan))]                  # (windows, 2): clip index, window kind
         self.window_seeds = rng.integers(0, 2**63 - 1, size=len(self.order))
 
     def __len__(self) -> int:
@@ -94,14 +104,17 @@ class TrainingWindows(keras.utils.PyDataset):
     def __getitem__(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
         rows = slice(batch_index * self.batch_size, (batch_index + 1) * self.batch_size)
         windows, labels = [], []
-        for (clip_index, is_edge), window_seed in zip(self.order[rows], self.window_seeds[rows]):
+        for (clip_index, kind), window_seed in zip(self.order[rows], self.window_seeds[rows]):
             clip, label = self.split.clips[clip_index], self.split.labels[clip_index]
             rng = np.random.default_rng(window_seed)
-            if is_edge:
-                indices, label = edge_window(len(clip), self.seq_len, rng, self.jitter), self.no_sign_index
+            if kind == NEIGHBOURS:
+                window = neighbour_window(self.split, clip_index, self.neighbours[clip_index], self.seq_len, rng,
+                                          self.jitter)
+            elif kind == EDGE:
+                window, label = clip[edge_window(len(clip), self.seq_len, rng, self.jitter)], self.no_sign_index
             else:
-                indices = random_window(len(clip), self.seq_len, rng, self.jitter, anywhere=label == self.no_sign_index)
-            window = clip[indices]                                         # (seq_len, features)
+                window = clip[random_window(len(clip), self.seq_len, rng, self.jitter,
+                                            anywhere=label == self.no_sign_index)]    # (seq_len, features)
             if self.keypoint_augment > 0:
                 window = augment_keypoint_window(window, rng, self.keypoint_augment)
             windows.append(window)
@@ -111,6 +124,33 @@ class TrainingWindows(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.epoch += 1
         self.plan_epoch()
+
+
+def neighbour_candidates(split: SplitClips, no_sign_index: int | None) -> dict[int, list[int]]:
+    """For each sign clip, the sign clips that may stand beside it in a joined window: another sign, by the same
+    signer where the split knows signers (one person's fast signing; another person would be a jump in looks)."""
+    signers = split.signers if split.signers is not None else np.full(len(split), "")
+    signs = [index for index in range(len(split)) if split.labels[index] != no_sign_index]
+    return {index: [other for other in signs if split.labels[other] != split.labels[index]
+                    and signers[other] == signers[index]] for index in signs}
+
+
+def neighbour_window(split: SplitClips, clip_index: int, candidates: list[int], seq_len: int,
+                     rng: np.random.Generator, jitter: WindowJitter) -> np.ndarray:
+    """A window on the clip's sign as fast signing shows it: the later half of one neighbour before it and the
+    earlier half of another after it, joined to the clip with up to EDGE_SHARE of its rest cut from either end
+    (a fast signer barely rests), the window's centre up to NEIGHBOUR_REACH of the clip from its middle.
+    Where the plain window would hold the clip's first or last frame still, this one holds the neighbouring
+    signs. (seq_len, features)."""
+    before, after = (split.clips[int(index)] for index in rng.choice(candidates, size=2))
+    whole = split.clips[clip_index]
+    cut_start, cut_end = (int(rng.uniform(0.0, EDGE_SHARE) * len(whole)) for _ in range(2))
+    clip = whole[cut_start:len(whole) - cut_end]
+    head, tail = before[len(before) // 2:], after[:(len(after) + 1) // 2]
+    joined = np.concatenate([head, clip, tail])                                   # (frames, features)
+    speed = rng.uniform(1.0 - jitter.speed, 1.0 + jitter.speed)
+    centre = len(head) + (len(clip) - 1) / 2.0 + rng.uniform(-1.0, 1.0) * NEIGHBOUR_REACH * len(clip)
+    return joined[window_indices(len(joined), seq_len, centre, speed)]
 
 
 def edge_window(length: int, seq_len: int, rng: np.random.Generator, jitter: WindowJitter) -> np.ndarray:
@@ -215,7 +255,8 @@ def main() -> None:
     jitter = window_settings(settings)
     train_windows = TrainingWindows(train_split, seq_len, settings["batch_size"], settings["windows_per_clip"],
                                     jitter, seed, no_sign_index, settings["edge_windows"],
-                                    settings.get("no_sign_windows_per_clip"), keypoint_augment(settings, attributes))
+                                    settings.get("no_sign_windows_per_clip"), keypoint_augment(settings, attributes),
+                                    int(settings.get("neighbour_windows") or 0))
     # Validation windows come from base.seed whatever train.seed is: heads of different seeds are compared
     # (and their checkpoints picked) on the very same windows.
     validation = validation_windows(val_split, seq_len, jitter, params["base"]["seed"], no_sign_index)

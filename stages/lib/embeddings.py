@@ -31,6 +31,7 @@ class SplitClips:
     clips: list[np.ndarray]      # one (frames, features) float32 array per clip: clips keep their own length
     labels: np.ndarray           # (clips,) int64 class indices
     paths: np.ndarray            # (clips,) clip paths, as in the manifest
+    signers: np.ndarray | None = None   # (clips,) signer names ("" where unknown); None where not read
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -50,7 +51,7 @@ def load_split(embeddings_path: str | Path, split: str, classes: list[str]) -> S
     with h5py.File(embeddings_path, "r") as handle:
         clips = [handle["embeddings"][clip_slice(offsets, index)].astype(np.float32) for index in selected]
     labels = np.array([class_index[label] for label in table["labels"][selected]], np.int64)
-    return SplitClips(clips, labels, table["paths"][selected])
+    return SplitClips(clips, labels, table["paths"][selected], table["signers"][selected])
 
 
 def served_uses_the_cached_embeddings(bundle: ServedBundle, embeddings_attributes: dict) -> bool:

@@ -128,6 +128,8 @@ def validate_params(params: dict[str, Any]) -> None:
         require_number(train, "train", "dropout", minimum=0.0, maximum=0.9)
         require_int(train, "train", "windows_per_clip", minimum=1)
         require_int(train, "train", "edge_windows", minimum=0)
+        if "neighbour_windows" in train:
+            require_int(train, "train", "neighbour_windows", minimum=0)
         require_int(train, "train", "projection_units", minimum=0)
         if not isinstance(train.get("motion_channels", False), bool):
             raise ParamsError(f"train.motion_channels is {train['motion_channels']!r}; allowed: true, false")
