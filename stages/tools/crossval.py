@@ -85,12 +85,19 @@ def fit_fold_head(train: SplitClips, validation: SplitClips, num_classes: int, n
     return train_head(windows, fixed, num_classes, settings, callbacks, centres_in_time(attributes))
 
 
+def member_seed(seed: int, member: int, ensemble: int) -> int:
+    """A lone head keeps its seed (rows stay comparable); an ensemble's member m trains with seed x 1000 + m."""
+    return seed if ensemble == 1 else seed * 1000 + member
+
+
 def cross_validate_head(workspace: Path, folds: int, seeds: list[int],
-                        prepare: Callable[[SplitClips, np.ndarray], SplitClips] | None = None) -> dict:
+                        prepare: Callable[[SplitClips, np.ndarray], SplitClips] | None = None,
+                        ensemble: int = 1) -> dict:
     """Mean and sd over folds x seeds of held-out top-1 and top-3, with the workspace's params and features.
 
     `prepare(clips, training_indices)`, when given, turns every clip's features into what that fold's head
-    learns from and is scored on (a probe of stages/tools/keypoint_probes.py), fitted on training clips only."""
+    learns from and is scored on (a probe of stages/tools/keypoint_probes.py), fitted on training clips only.
+    `ensemble` > 1 trains that many heads per fold and scores their mean log-probability."""
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     embeddings_path = workspace / params["paths"]["embeddings"]
     clips, classes = load_all_clips(embeddings_path)
@@ -104,11 +111,15 @@ def cross_validate_head(workspace: Path, folds: int, seeds: list[int],
             held_out = np.flatnonzero(fold_of_clip == fold)
             train, validation = carve_validation(np.flatnonzero(fold_of_clip != fold), clips.labels, VALIDATION_SHARE)
             fold_clips = prepare(clips, train) if prepare else clips
-            head = fit_fold_head(subset(fold_clips, train), subset(fold_clips, validation), len(classes),
-                                 no_sign_index, params, attributes, seed)
             windows = np.stack([fold_clips.clips[i][centred_window(len(fold_clips.clips[i]), seq_len)]
                                 for i in held_out])
-            probabilities = head.predict(windows, batch_size=256, verbose=0)   # (held-out clips, classes)
+            # An ensemble's members differ by seed only; they vote by their mean log-probability (logits up to
+            # a constant per member), so one sure member cannot outvote the rest on its own.
+            members = [fit_fold_head(subset(fold_clips, train), subset(fold_clips, validation), len(classes),
+                                     no_sign_index, params, attributes, member_seed(seed, member, ensemble))
+                       for member in range(ensemble)]
+            probabilities = np.exp(np.mean([np.log(np.maximum(head.predict(windows, batch_size=256, verbose=0), 1e-12))
+                                            for head in members], axis=0))      # (held-out clips, classes)
             top1.append(float(top_k_hits(clips.labels[held_out], probabilities, 1).mean()))
             top3.append(float(top_k_hits(clips.labels[held_out], probabilities, 3).mean()))
             print(f"  seed {seed} fold {fold}: top-1 {top1[-1]:.3f}, top-3 {top3[-1]:.3f} "

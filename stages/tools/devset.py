@@ -145,18 +145,27 @@ CROSS_VALIDATED_ROWS.update({
 DEFAULT_ROWS = "defaults,keypoints"
 
 
-def row_setting(name: str) -> tuple[str, dict, str | None]:
-    """(what the row says, the params it sets, the keypoint probe it applies or None) for a --rows name."""
+# Several heads of different seeds per fold, averaged in log-probability: the ensemble lever.
+ENSEMBLE_ROWS = {"keypoints-ensemble3": ("keypoints, 3 heads of different seeds averaged in log-probability",
+                                         PRESET_ROW[1], 3)}
+
+
+def row_setting(name: str) -> tuple[str, dict, str | None, int]:
+    """(what the row says, the params it sets, the keypoint probe it applies or None, heads per fold) for a
+    --rows name."""
     if name.startswith(PROBE_ROW_PREFIX):
         from stages.tools.keypoint_probes import PROBES
         probe = name[len(PROBE_ROW_PREFIX):]
-        return f"keypoints, probe: {PROBES[probe][0]}", dict(PRESET_ROW[1]), probe
-    return (*CROSS_VALIDATED_ROWS[name], None)
+        return f"keypoints, probe: {PROBES[probe][0]}", dict(PRESET_ROW[1]), probe, 1
+    if name in ENSEMBLE_ROWS:
+        description, changes, heads = ENSEMBLE_ROWS[name]
+        return description, dict(changes), None, heads
+    return (*CROSS_VALIDATED_ROWS[name], None, 1)
 
 
 def known_row_names() -> list[str]:
     from stages.tools.keypoint_probes import PROBES
-    return [*CROSS_VALIDATED_ROWS, *(PROBE_ROW_PREFIX + probe for probe in PROBES)]
+    return [*CROSS_VALIDATED_ROWS, *ENSEMBLE_ROWS, *(PROBE_ROW_PREFIX + probe for probe in PROBES)]
 
 
 def extract_for(workspace: Path, changes: dict) -> None:
@@ -179,7 +188,7 @@ def cross_validated_rows(workspace: Path, folds: int, seeds: list[int], levers: 
     from stages.tools.keypoint_probes import prepare_for_probe
     settings = [row_setting(name) for name in row_names]
     if levers:
-        settings += [(name, changes, None) for name, changes in LEVERS
+        settings += [(name, changes, None, 1) for name, changes in LEVERS
                      if not any(key.startswith("evaluate.") for key in changes) and changes != PRESET_ROW[1]]
     started = time.perf_counter()
     extract_for(workspace, {})                   # the baseline the rows with changes go back to
@@ -187,17 +196,17 @@ def cross_validated_rows(workspace: Path, folds: int, seeds: list[int], levers: 
     run(["git", "add", "-A"], workspace)
     subprocess.run(["git", "commit", "-qm", "baseline features"], cwd=workspace, capture_output=True)
     rows = []
-    for index, (name, changes, probe) in enumerate(settings):
+    for index, (name, changes, probe, heads) in enumerate(settings):
         started = time.perf_counter()
         if changes:
             extract_for(workspace, changes)
         extract_seconds = time.perf_counter() - started if changes else baseline_seconds
         prepare = (lambda clips, train, probe=probe: prepare_for_probe(probe, clips, train)) if probe else None
-        head = cross_validate_head(workspace, folds, seeds, prepare)
-        rows.append({"row": name, "changes": changes, "probe": probe, **head, "extract_seconds": round(extract_seconds),
-                     **feature_summary(workspace)})
+        head = cross_validate_head(workspace, folds, seeds, prepare, heads)
+        rows.append({"row": name, "changes": changes, "probe": probe, "heads": heads, **head,
+                     "extract_seconds": round(extract_seconds), **feature_summary(workspace)})
         print(f"{name}: {rows[-1]}", flush=True)
-        changes_features = not probe and not any(key.startswith("train.") for key in changes)
+        changes_features = not probe and heads == 1 and not any(key.startswith("train.") for key in changes)
         if index < len(row_names) and changes_features:   # the floor for each named row's own features
             floor = cross_validate_floor(workspace, folds)
             rows.append({"row": f"floor: logistic regression on clip statistics, {name.split(' (')[0]} features",

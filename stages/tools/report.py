@@ -82,7 +82,8 @@ def cross_validated_rows(devset_cv: dict) -> list[list[str]]:
              f"top-1 {row['top1_mean']:.3f} ± {row['top1_sd']:.3f}, top-3 {row['top3_mean']:.3f} ± "
              f"{row['top3_sd']:.3f}", devset_cv.get("machine", "not recorded"), "[real clips](docs/real-clips.md)"]
             for row in devset_cv["rows"]
-            if not row["row"].startswith("floor") and not row.get("probe") and row["changes"] in HEADLINE_CHANGES]
+            if not row["row"].startswith("floor") and not row.get("probe") and row.get("heads", 1) == 1
+            and row["changes"] in HEADLINE_CHANGES]
 
 
 def speed_row(benchmark: dict) -> list[str]:
