@@ -6,7 +6,7 @@ Usage:
     python -m stages.tools.seeds --set train.motion_channels=true     # a lever, judged over the same seeds
 
 The head's seed alone moves the stream figures by a few signs (docs/performance.md). Each seed is
-`dvc exp run --temp --name seed-<n> -S train.seed=<n>`: a DVC experiment like any other (it shows in
+`dvc exp run --temp --name seed-<n> -S train.seed=<n> evaluate`: a DVC experiment like any other (it shows in
 `dvc exp show`), which re-runs train and what follows, never generate, sample or extract, and
 leaves the workspace as it was. Its metrics are read back from the experiment's commit
 (`dvc.api.read`); `--json` writes each figure's per-seed values, mean, min and max, which
@@ -37,8 +37,9 @@ def run_seed(seed: int, root: Path, settings: list[str] = ()) -> tuple[dict, flo
     started = time.perf_counter()
     name = f"seed-{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     overrides = [item for setting in settings for item in ("-S", setting)]
+    # Up to evaluate: the benchmark times a reference model, the same for every seed.
     command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", name, "-S", f"train.seed={seed}",
-               *overrides]
+               *overrides, "evaluate"]
     result = subprocess.run(command, cwd=root, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
