@@ -25,9 +25,11 @@ from stages.lib.machine import machine_line
 from stages.lib.params import load_params
 
 # The figures issue 34 judges by, each a number (or None where the dataset has no such streams).
-SEED_FIGURES = ("test_accuracy", "test_top3_accuracy", "stream_sign_error_rate", "stream_false_signs_per_minute",
-                "stream_latency_seconds_median", "fast_stream_sign_error_rate", "fast_stream_latency_seconds_median",
-                "val_stream_false_signs_per_minute")
+# Validation first: a lever is chosen on those; the test figures are for the report.
+SEED_FIGURES = ("val_accuracy", "val_stream_sign_error_rate", "val_fast_stream_sign_error_rate",
+                "val_stream_false_signs_per_minute", "test_accuracy", "test_top3_accuracy", "stream_sign_error_rate",
+                "stream_false_signs_per_minute", "stream_latency_seconds_median", "fast_stream_sign_error_rate",
+                "fast_stream_latency_seconds_median")
 DEFAULT_SEEDS = "42,1,2"
 
 
