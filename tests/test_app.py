@@ -128,7 +128,7 @@ def write_reports(root: Path, labels: list[str]) -> None:
     (reports / "train/plots/metrics/eval").mkdir(parents=True)
     metrics = {"val_accuracy": 0.9, "val_stream_sign_error_rate": 0.05, "test_accuracy": 0.875,
                "test_top3_accuracy": 1.0, "test_macro_f1": 0.86, "num_test_clips": 8, "stream_sign_error_rate": 0.08,
-               "num_classes": len(labels), "backbone_weights": "imagenet (test)", "finetune_enabled": False}
+               "fast_stream_sign_error_rate": 0.125, "num_classes": len(labels), "backbone_weights": "imagenet (test)", "finetune_enabled": False}
     (reports / "metrics.json").write_text(json.dumps(metrics))
     per_class = "class,precision,recall,f1,support\n" + "".join(f"{label},1.0,0.75,0.86,2\n" for label in labels)
     (reports / "per_class.csv").write_text(per_class)
@@ -353,8 +353,8 @@ def test_gallery_recognises_a_test_clip_with_one_click(served):
 def test_results_page_shows_metrics_table_curves_and_survives_without_dvc(served):
     app = run_page("results")
     values = [metric.value for metric in app.metric]
-    assert values[0] == "90.0%" and values[4] == "5.0%"                 # validation first
-    assert values[7:10] == ["87.5%", "100.0%", "0.860"] and values[11] == "8.0%"   # then test
+    assert values[0] == "90.0%" and values[4:6] == ["5.0%", "–"]        # validation first (no fast streams there)
+    assert values[8:11] == ["87.5%", "100.0%", "0.860"] and values[12:14] == ["8.0%", "12.5%"]   # then test
     assert "clap" in texts(app.dataframe)                         # the per-class table
     assert len(app.get("vega_lite_chart")) == 1             # one curve: loss, train and eval
     captions = texts(app.caption)
