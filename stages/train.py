@@ -8,7 +8,9 @@ clip (stages/lib/windows.py): at random positions around the clip's middle and
 at slightly random speeds, the way the live ring buffer sees a sign; clips of
 the no-sign class (`_none`, idle footage) give windows from anywhere in them,
 and `train.edge_windows` windows per sign clip come from its rest lead-in or
-lead-out, labelled no sign (a person holding still before or after a sign).
+lead-out, labelled no sign (a person holding still before or after a sign), and
+`train.neighbour_windows` (off by default) windows per sign clip joined to half a
+neighbouring sign each side, labelled the clip's sign (signing without pauses).
 Validation uses fixed windows (the centred one plus a few jittered ones drawn
 once with the seed) for EarlyStopping, ReduceLROnPlateau and the best
 checkpoint; the test split is never read here.
@@ -130,9 +132,12 @@ def neighbour_candidates(split: SplitClips, no_sign_index: int | None) -> dict[i
     """For each sign clip, the sign clips that may stand beside it in a joined window: another sign, by the same
     signer where the split knows signers (one person's fast signing; another person would be a jump in looks)."""
     signers = split.signers if split.signers is not None else np.full(len(split), "")
-    signs = [index for index in range(len(split)) if split.labels[index] != no_sign_index]
-    return {index: [other for other in signs if split.labels[other] != split.labels[index]
-                    and signers[other] == signers[index]] for index in signs}
+    by_signer: dict[str, list[int]] = {}
+    for index in range(len(split)):
+        if split.labels[index] != no_sign_index:
+            by_signer.setdefault(str(signers[index]), []).append(index)
+    return {index: [other for other in same if split.labels[other] != split.labels[index]]
+            for same in by_signer.values() for index in same}
 
 
 def neighbour_window(split: SplitClips, clip_index: int, candidates: list[int], seq_len: int,
