@@ -17,8 +17,9 @@ Live page and `--mode signs`), and its per-step probabilities through the
 SignSpotter with the model's spotting settings (params.yaml's `spotting`, with the
 threshold the calibrate stage kept for this model: `<model>.spotting.json`). Reported: the sign error rate (edit
 distance between emitted and true sign sequences over the number of true
-signs), false signs per minute on idle-only streams, and latency from a
-sign's true end to its emission. The frames the live path took from each
+signs), false signs per minute on idle-only streams with its exact 95 % Poisson
+interval, and latency from a sign's true end to its emission; streams signed
+without pauses (kind "fast") are scored apart, as `fast_stream_*`. The frames the live path took from each
 stream are kept by the library (stages/lib/streaming.py `stream_steps`): the
 validation streams calibrate went through, and any stream after an experiment
 that changed only the head, are replayed instead of decoded again. This stage
