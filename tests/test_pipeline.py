@@ -183,11 +183,11 @@ def test_retuning_spotting_reruns_only_calibrate_and_evaluate(experiment):
     assert record["calibration"]["threshold_in_params"] == 0.7 and record["settings"]["threshold"] <= 0.7
     metrics = json.loads((experiment / "reports/metrics.json").read_text())
     assert metrics["spotting"]["threshold"] == record["settings"]["threshold"]
-    # The encoder did not change: every stream is replayed from its kept embeddings, not embedded again,
-    # by calibrate (its sweep over the validation streams) and by evaluate (all of them).
+    # The encoder did not change: every stream (usual, fast and idle, per evaluation signer) is replayed from its
+    # kept embeddings, not embedded again, by calibrate (its sweep over the validation streams) and by evaluate.
     index = pd.read_csv(experiment / "data/streams/index.csv")
     streams, val_streams = len(index), int((index["split"] == "val").sum())
-    assert streams == 4 and f"streams (val, test): {streams} through the live path, {streams} of them replayed" \
+    assert streams == 6 and f"streams (val, test): {streams} through the live path, {streams} of them replayed" \
         in result.stdout
     assert f"streams (val): {val_streams} through the live path, {val_streams} of them replayed" in result.stdout
 
