@@ -190,7 +190,7 @@ def main() -> None:
     write_json(paths["spotting_calibration"], record)
     with atomic_path(paths["spotting_calibration_table"]) as tmp:
         table.to_csv(tmp, index=False)
-    # The usual and idle validation streams; the fast ones are measured (evaluate's fast_stream_*), not yet tuned on.
+    # The usual and idle validation streams; the fast ones are measured by evaluate (fast_stream_*), not swept here.
     val_streams = [stream for stream in record_streams(bundle, Path(paths["streams"]), ("val",),
                                                        Path(paths["embedding_cache"])) if stream.kind != "fast"]
     sweep = spotting_sweep(bundle, val_streams) if val_streams else pd.DataFrame()
