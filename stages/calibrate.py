@@ -51,7 +51,7 @@ from stages.lib.embeddings import load_split, served_clip_embeddings, served_use
 from stages.lib.params import load_params
 from stages.lib.served import ServedBundle, load_bundle, spotting_path_for
 from stages.lib.storage import atomic_path, read_attributes, write_json
-from stages.lib.stream_scoring import RecordedStream, record_streams, stream_metrics
+from stages.lib.stream_scoring import RecordedStream, record_streams, stream_metrics, streams_of
 from stages.lib.streaming import SpottingSettings, TakenFrames, replay_stream_steps, spot_signs
 
 THRESHOLD_STEP = 0.05
@@ -191,8 +191,8 @@ def main() -> None:
     with atomic_path(paths["spotting_calibration_table"]) as tmp:
         table.to_csv(tmp, index=False)
     # The usual and idle validation streams; the fast ones are measured by evaluate (fast_stream_*), not swept here.
-    val_streams = [stream for stream in record_streams(bundle, Path(paths["streams"]), ("val",),
-                                                       Path(paths["embedding_cache"])) if stream.kind != "fast"]
+    val_streams = streams_of(record_streams(bundle, Path(paths["streams"]), ("val",), Path(paths["embedding_cache"])),
+                             "val")
     sweep = spotting_sweep(bundle, val_streams) if val_streams else pd.DataFrame()
     with atomic_path(paths["spotting_validation"]) as tmp:
         sweep.to_csv(tmp, index=False)

@@ -61,6 +61,7 @@ from stages.lib.stream_scoring import (
     record_streams,
     spot_recorded,
     stream_metrics,
+    streams_of,
 )
 from stages.lib.streaming import SpottingSettings, default_spotting, model_spotting
 from stages.lib.video import refusal_kind
@@ -232,19 +233,14 @@ def main() -> None:
     predicted = served["test"].argmax(axis=1)
 
     streams = record_streams(bundle, Path(paths["streams"]), ("val", "test"), Path(paths["embedding_cache"]))
-    # The usual streams (signs with pauses) and the idle ones; streams signed without pauses apart (fast_),
-    # so each figure keeps one meaning.
-    val_streams = [stream for stream in streams if stream.split == "val" and stream.kind != "fast"]
-    test_streams = [stream for stream in streams if stream.split == "test" and stream.kind != "fast"]
-    fast_val = [stream for stream in streams if stream.split == "val" and stream.kind == "fast"]
-    fast_test = [stream for stream in streams if stream.split == "test" and stream.kind == "fast"]
+    test_streams = streams_of(streams, "test")
     metrics = {
         **classification_metrics(splits["val"].labels, served["val"], top_k, prefix="val_"),
-        **stream_metrics(bundle, val_streams, spotting, prefix="val_stream_"),
-        **fast_stream_metrics(bundle, fast_val, spotting, prefix="val_fast_stream_"),
+        **stream_metrics(bundle, streams_of(streams, "val"), spotting, prefix="val_stream_"),
+        **fast_stream_metrics(bundle, streams_of(streams, "val", fast=True), spotting, prefix="val_fast_stream_"),
         **classification_metrics(y_test, served["test"], top_k, prefix="test_"),
         **stream_metrics(bundle, test_streams, spotting, prefix="stream_"),
-        **fast_stream_metrics(bundle, fast_test, spotting, prefix="fast_stream_"),
+        **fast_stream_metrics(bundle, streams_of(streams, "test", fast=True), spotting, prefix="fast_stream_"),
         "num_classes": len(classes),
         "no_sign_class": bundle.no_sign_label,
         "backbone_weights": embeddings_attributes["weights_source"],

@@ -6,8 +6,12 @@ import pytest
 
 from stages.lib import keypoints
 from stages.lib.keypoints import (
+    BODY_VISIBILITY,
+    BODY_XY,
     HAND_INPUT,
     HAND_POINTS,
+    HAND_PRESENCE,
+    HAND_XY,
     KEYPOINT_FEATURES,
     LEFT_SHOULDER,
     RIGHT_SHOULDER,
@@ -55,6 +59,12 @@ def test_frame_features_are_in_shoulder_widths_from_the_shoulders_midpoint():
     np.testing.assert_allclose(hands[0, 8], (0.0, -0.5))                            # relative to the hand's wrist
     assert not hands[1].any()                                                      # no right hand: zeros
     np.testing.assert_allclose(features[-2:], (0.9, 0.1))
+    # The named layout the augmentation and the probes index by is where frame_features puts each part.
+    np.testing.assert_allclose(features[BODY_XY].reshape(-1, 2)[LEFT_SHOULDER], (0.5, 0.0))
+    np.testing.assert_allclose(features[BODY_VISIBILITY], visibility[list(UPPER_BODY)], rtol=1e-6)
+    np.testing.assert_allclose(features[HAND_XY[0]].reshape(HAND_POINTS, 2)[8], (0.0, -0.5))
+    assert not features[HAND_XY[1]].any() and HAND_PRESENCE == (KEYPOINT_FEATURES - 2, KEYPOINT_FEATURES - 1)
+    np.testing.assert_allclose(features[list(HAND_PRESENCE)], (0.9, 0.1))
 
 
 def test_a_corrupt_cached_model_is_never_used(tmp_path, monkeypatch):

@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.lib.keypoints import HAND_POINTS, KEYPOINT_FEATURES, UPPER_BODY
+from stages.lib.keypoints import BODY_XY, HAND_XY, KEYPOINT_FEATURES
 
 
 def keypoint_xy_columns() -> np.ndarray:
     """(points, 2) column indices of each point's x and y in a keypoint frame: the body's, then both hands'."""
-    body = np.arange(2 * len(UPPER_BODY)).reshape(-1, 2)
-    hands_start = 3 * len(UPPER_BODY)                       # after the body's (x, y) and its visibilities
-    hands = hands_start + np.arange(2 * 2 * HAND_POINTS).reshape(-1, 2)
-    return np.concatenate([body, hands])
+    return np.concatenate([np.arange(part.start, part.stop).reshape(-1, 2) for part in (BODY_XY, *HAND_XY)])
 
 
 XY_COLUMNS = keypoint_xy_columns()

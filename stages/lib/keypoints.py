@@ -84,6 +84,15 @@ HAND_CENTRE_PER_LENGTH = 1.1
 HAND_SIDE_SHOULDERS = 0.9         # room for spread fingers around the middle
 HAND_SIDE_PER_LENGTH = 4.5
 KEYPOINT_FEATURES = 2 * len(UPPER_BODY) + len(UPPER_BODY) + 2 * 2 * HAND_POINTS + 2   # 155
+# Where frame_features puts each part: the one statement of the layout, which the window augmentation,
+# the cross-validation probes and tools index by. Body (x, y), body visibilities, each hand's (x, y) (the
+# signer's left, then right), the two hands' presence scores.
+BODY_XY = slice(0, 2 * len(UPPER_BODY))
+BODY_VISIBILITY = slice(BODY_XY.stop, BODY_XY.stop + len(UPPER_BODY))
+HAND_XY = (slice(BODY_VISIBILITY.stop, BODY_VISIBILITY.stop + 2 * HAND_POINTS),
+           slice(BODY_VISIBILITY.stop + 2 * HAND_POINTS, BODY_VISIBILITY.stop + 4 * HAND_POINTS))
+HAND_PRESENCE = (HAND_XY[1].stop, HAND_XY[1].stop + 1)
+WRISTS = tuple(anchors[0] for anchors in HAND_ANCHORS.values())   # the pose model's left and right wrist
 
 
 class KeypointModelsUnavailable(RuntimeError):

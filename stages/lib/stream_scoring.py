@@ -151,6 +151,12 @@ def record_streams(bundle, streams_dir: Path, splits: tuple[str, ...], cache_dir
     return recorded
 
 
+def streams_of(streams: list[RecordedStream], split: str, fast: bool = False) -> list[RecordedStream]:
+    """A split's streams signed without pauses (`fast`), or its usual and idle ones: each figure keeps one
+    meaning, so the two are never pooled."""
+    return [stream for stream in streams if stream.split == split and (stream.kind == "fast") == fast]
+
+
 def spot_recorded(bundle, stream: RecordedStream, settings) -> list:
     """The signs the spotter emits over a recorded stream's steps, with `settings` (a SpottingSettings)."""
     from stages.lib.streaming import spot_signs

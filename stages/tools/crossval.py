@@ -29,7 +29,6 @@ from stages.lib.storage import read_attributes
 from stages.lib.windows import centred_window
 
 VALIDATION_SHARE = 0.15     # of each class's training clips, for early stopping (one clip of ~6)
-PRESENT_SLICE = slice(-2, None)   # keypoints.frame_features puts the two hands' presence scores last
 
 
 def load_all_clips(embeddings_path: Path) -> tuple[SplitClips, list[str]]:
@@ -159,7 +158,7 @@ def feature_summary(workspace: Path) -> dict:
     every cached frame; and the frames file's size per clip-second (the pixels' cost on disk)."""
     import h5py
 
-    from stages.lib.keypoints import KEYPOINT_FEATURES
+    from stages.lib.keypoints import HAND_PRESENCE, KEYPOINT_FEATURES
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     paths = params["paths"]
     summary = {}
@@ -168,6 +167,6 @@ def feature_summary(workspace: Path) -> dict:
     summary["frames_mb_per_clip_second"] = round((workspace / paths["frames"]).stat().st_size / 2**20 / seconds, 3)
     with h5py.File(workspace / paths["embeddings"], "r") as embeddings:
         if embeddings["embeddings"].shape[1] == KEYPOINT_FEATURES:
-            present = embeddings["embeddings"][:, PRESENT_SLICE]          # (frames, 2): left, right presence
+            present = embeddings["embeddings"][:, list(HAND_PRESENCE)]    # (frames, 2): left, right presence
             summary["hand_found_share"] = [round(float(value), 3) for value in (present > 0.5).mean(axis=0)]
     return summary

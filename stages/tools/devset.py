@@ -129,11 +129,7 @@ CROSS_VALIDATED_ROWS = {
     # Rotation, scale, aspect and shear of every keypoint window, drawn anew each window.
     "keypoints-augment": ("keypoints, windows augmented (backbone.name keypoints, train.keypoint_augment 0.2)",
                           {"backbone.name": "keypoints", "train.keypoint_augment": 0.2}),
-}
-# Probes on the preset's keypoints (stages/tools/keypoint_probes.py): "keypoints-<probe>" rows, the features
-# transformed per fold before the heads train; and heads of other sizes and regularisation on the same features.
-PROBE_ROW_PREFIX = "keypoints-probe-"
-CROSS_VALIDATED_ROWS.update({
+    # Heads of other sizes and regularisation on the same keypoints.
     "keypoints-units16": ("keypoints, smaller head (backbone.name keypoints, train.lstm_units 16)",
                           {"backbone.name": "keypoints", "train.lstm_units": 16}),
     "keypoints-units16-dropout": ("keypoints, smaller head, more dropout (train.lstm_units 16, train.dropout 0.5)",
@@ -141,8 +137,11 @@ CROSS_VALIDATED_ROWS.update({
     "keypoints-units32-windows8": ("keypoints, head of 32 units, 8 windows a clip an epoch (train.lstm_units 32, "
                                    "train.windows_per_clip 8)",
                                    {"backbone.name": "keypoints", "train.lstm_units": 32, "train.windows_per_clip": 8}),
-})
+}
 DEFAULT_ROWS = "defaults,keypoints"
+# Probes on the preset's keypoints (stages/tools/keypoint_probes.py): "keypoints-probe-<probe>" rows, the
+# features transformed per fold before the heads train.
+PROBE_ROW_PREFIX = "keypoints-probe-"
 
 
 # Several heads of different seeds per fold, averaged in log-probability: the ensemble lever.
@@ -248,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--folds", type=int, default=0, help="stratified k-fold cross-validation (e.g. 5)")
     parser.add_argument("--seeds", default="0", help="head seeds for --folds, comma-separated (default: 0)")
     parser.add_argument("--rows", default=DEFAULT_ROWS,
-                        help=f"rows for --folds, comma-separated, of: {', '.join(CROSS_VALIDATED_ROWS)}, "
+                        help=f"rows for --folds, comma-separated, of: "
+                             f"{', '.join([*CROSS_VALIDATED_ROWS, *ENSEMBLE_ROWS])}, "
                              f"{PROBE_ROW_PREFIX}<probe of stages/tools/keypoint_probes.py> (default: {DEFAULT_ROWS})")
     arguments = parser.parse_args(argv)
     if not arguments.dataset.is_dir():

@@ -22,16 +22,17 @@ from collections.abc import Callable
 import numpy as np
 
 from stages.lib.embeddings import SplitClips
-from stages.lib.keypoints import HAND_POINTS, PRESENCE_THRESHOLD, UPPER_BODY
+from stages.lib.keypoints import (
+    BODY_VISIBILITY,
+    BODY_XY,
+    HAND_POINTS,
+    HAND_PRESENCE,
+    HAND_XY,
+    PRESENCE_THRESHOLD,
+    WRISTS,
+)
 
-BODY = slice(0, 2 * len(UPPER_BODY))                                       # (x, y) of each upper-body point
-HANDS_START = 3 * len(UPPER_BODY)                                          # after the body points' visibility
-HANDS = (slice(HANDS_START, HANDS_START + 2 * HAND_POINTS),                # the signer's left hand, then right
-         slice(HANDS_START + 2 * HAND_POINTS, HANDS_START + 4 * HAND_POINTS))
-PRESENCE_COLUMNS = (HANDS_START + 4 * HAND_POINTS, HANDS_START + 4 * HAND_POINTS + 1)
 FINGERTIPS = (4, 8, 12, 16, 20)                                            # thumb, index, middle, ring, little
-VISIBILITY_START = 2 * len(UPPER_BODY)
-WRIST_POINTS = (15, 16)      # the pose model's left and right wrist
 WRIST_UP_LEVEL = 1.0         # shoulder widths below the shoulders' midpoint: about the bottom of the chest
 ACTIVE_MARGIN = 2            # frames kept either side of the active span (a quarter second at 8 frames/s)
 LONGEST_GAP_FILLED = 6       # frames: 0.75 s at 8 frames/s, about a hand's fast pass through a blur
@@ -67,7 +68,7 @@ def fill_lost_hands(clip: np.ndarray) -> np.ndarray:
     """A hand missing for at most LONGEST_GAP_FILLED frames between two detections: its points
     interpolated linearly in time (its presence score stays as the model gave it)."""
     clip = clip.copy()
-    for hand, presence in zip(HANDS, PRESENCE_COLUMNS):
+    for hand, presence in zip(HAND_XY, HAND_PRESENCE):
         found = np.flatnonzero(clip[:, presence] >= PRESENCE_THRESHOLD)
         for before, after in zip(found[:-1], found[1:]):
             if 1 < after - before <= LONGEST_GAP_FILLED + 1:
@@ -80,9 +81,9 @@ def active_span(clip: np.ndarray) -> np.ndarray:
     """The clip cut to where the hands are up (the raise to the lowering), ACTIVE_MARGIN frames either side:
     a frame is active when a hand is found or a visible wrist is above WRIST_UP_LEVEL. A clip with no active
     frame is kept whole. Training windows and the scored centred window then sit on the sign, not the rest."""
-    wrists_y = clip[:, [2 * WRIST_POINTS[0] + 1, 2 * WRIST_POINTS[1] + 1]]          # (T, 2), down is positive
-    wrists_seen = clip[:, [VISIBILITY_START + WRIST_POINTS[0], VISIBILITY_START + WRIST_POINTS[1]]] >= 0.5
-    hands_found = clip[:, list(PRESENCE_COLUMNS)] >= PRESENCE_THRESHOLD
+    wrists_y = clip[:, [BODY_XY.start + 2 * wrist + 1 for wrist in WRISTS]]        # (T, 2), down is positive
+    wrists_seen = clip[:, [BODY_VISIBILITY.start + wrist for wrist in WRISTS]] >= 0.5
+    hands_found = clip[:, list(HAND_PRESENCE)] >= PRESENCE_THRESHOLD
     active = np.flatnonzero((hands_found | (wrists_seen & (wrists_y < WRIST_UP_LEVEL))).any(axis=1))
     if len(active) == 0:
         return clip
@@ -90,15 +91,15 @@ def active_span(clip: np.ndarray) -> np.ndarray:
 
 
 def with_hand_shapes(clip: np.ndarray) -> np.ndarray:
-    return np.concatenate([clip, *[hand_shape(clip[:, hand]) for hand in HANDS]], axis=1)
+    return np.concatenate([clip, *[hand_shape(clip[:, hand]) for hand in HAND_XY]], axis=1)
 
 
 def with_fingertip_distances(clip: np.ndarray) -> np.ndarray:
-    return np.concatenate([clip, *[fingertip_distances(clip[:, hand]) for hand in HANDS]], axis=1)
+    return np.concatenate([clip, *[fingertip_distances(clip[:, hand]) for hand in HAND_XY]], axis=1)
 
 
 def with_motion(clip: np.ndarray) -> np.ndarray:
-    moving = np.concatenate([clip[:, BODY], *[clip[:, hand] for hand in HANDS]], axis=1)
+    moving = np.concatenate([clip[:, BODY_XY], *[clip[:, hand] for hand in HAND_XY]], axis=1)
     return np.concatenate([clip, frame_differences(moving)], axis=1)
 
 
