@@ -10,7 +10,10 @@ the no-sign class (`_none`, idle footage) give windows from anywhere in them,
 and `train.edge_windows` windows per sign clip come from its rest lead-in or
 lead-out, labelled no sign (a person holding still before or after a sign), and
 `train.neighbour_windows` (off by default) windows per sign clip joined to half a
-neighbouring sign each side, labelled the clip's sign (signing without pauses).
+neighbouring sign each side, labelled the clip's sign (signing without pauses), and
+`train.pose_hold_windows` (off by default) windows per sign clip where the hands rise
+to the sign's start (or end) pose, wait there and drop, labelled no sign (a person
+getting into position without signing).
 Validation uses fixed windows (the centred one plus a few jittered ones drawn
 once with the seed) for EarlyStopping, ReduceLROnPlateau and the best
 checkpoint; the test split is never read here.
@@ -44,7 +47,12 @@ from stages.lib.windows import WindowJitter, centred_window, random_window, wind
 VALIDATION_JITTERED_WINDOWS = 2   # per validation clip, besides the centred one: validation sees off-centre windows too
 EDGE_SHARE = 0.15                 # edge windows reach this share of a clip in from either end
 NEIGHBOUR_REACH = 0.2             # a neighbour window's centre strays up to this share of its clip from the middle
-PLAIN, EDGE, NEIGHBOURS = 0, 1, 2   # the kinds of training window an epoch's plan holds
+# A pose-hold window's pose: where the clip's step-to-step feature change has summed to this share of its total
+# (from the start for the start pose, from the end for the end pose): past the rise from rest, before most of the
+# sign's own movement, whatever the clip's lead-in and the features (pixels' embeddings or keypoints).
+POSE_MOTION_SHARE = (0.15, 0.35)
+POSE_HOLD_SHARE = (0.2, 0.5)      # ... held for this share of a window: a wait long enough to look like a sign
+PLAIN, EDGE, NEIGHBOURS, POSE_HOLD = 0, 1, 2, 3   # the kinds of training window an epoch's plan holds
 
 
 def head_seed(params: dict) -> int:
@@ -70,8 +78,11 @@ class TrainingWindows(keras.utils.PyDataset):
     def __init__(self, split: SplitClips, seq_len: int, batch_size: int, windows_per_clip: int,
                  jitter: WindowJitter, seed: int, no_sign_index: int | None, edge_windows: int = 0,
                  no_sign_windows_per_clip: int | None = None, keypoint_augment: float = 0.0,
-                 neighbour_windows: int = 0):
+                 neighbour_windows: int = 0, pose_hold_windows: int = 0):
         super().__init__()
+        # Per sign clip and epoch: the hands rise to its start or end pose, wait and drop (pose_hold_window),
+        # labelled no sign.
+        self.pose_hold_windows = pose_hold_windows if no_sign_index is not None else 0
         # Per sign clip and epoch: windows of the clip joined to the end of another sign before it and the start of
         # one after it (neighbour_window), labelled the clip's sign: signing without pauses.
         self.neighbour_windows = neighbour_windows
@@ -94,9 +105,11 @@ class TrainingWindows(keras.utils.PyDataset):
         signs = np.flatnonzero(self.split.labels != self.no_sign_index)
         edges = np.repeat(signs, self.edge_windows)
         joined = np.repeat([index for index in signs if self.neighbours.get(index)], self.neighbour_windows)
+        holds = np.repeat(signs, self.pose_hold_windows)
         plan = np.concatenate([np.stack([clips, np.full_like(clips, PLAIN)], 1),
                                np.stack([edges, np.full_like(edges, EDGE)], 1),
-                               np.stack([joined, np.full_like(joined, NEIGHBOURS)], 1)]).astype(np.int64)
+                               np.stack([joined, np.full_like(joined, NEIGHBOURS)], 1),
+                               np.stack([holds, np.full_like(holds, POSE_HOLD)], 1)]).astype(np.int64)
         self.order = plan[rng.permutation(len(plan))]                  # (windows, 2): clip index, window kind
         self.window_seeds = rng.integers(0, 2**63 - 1, size=len(self.order))
 
@@ -114,6 +127,8 @@ class TrainingWindows(keras.utils.PyDataset):
                                           self.jitter)
             elif kind == EDGE:
                 window, label = clip[edge_window(len(clip), self.seq_len, rng, self.jitter)], self.no_sign_index
+            elif kind == POSE_HOLD:
+                window, label = clip[pose_hold_window(clip, self.seq_len, rng, self.jitter)], self.no_sign_index
             else:
                 window = clip[random_window(len(clip), self.seq_len, rng, self.jitter,
                                             anywhere=label == self.no_sign_index)]    # (seq_len, features)
@@ -169,6 +184,25 @@ def edge_window(length: int, seq_len: int, rng: np.random.Generator, jitter: Win
     else:
         centre = (length - 1) - rng.uniform(0.0, reach) + half          # its first frame in the lead-out
     return window_indices(length, seq_len, centre, speed)
+
+
+def pose_hold_window(clip: np.ndarray, seq_len: int, rng: np.random.Generator, jitter: WindowJitter) -> np.ndarray:
+    """(seq_len,) frame indices of a sign clip, (frames, features), that show no sign: from rest up to the sign's
+    start pose, held there, and back down the same way (or the same about its end pose, from the clip's end).
+    What a person does who gets into position for a sign and does not make it (generate's "into position"
+    idle movement, the false signs of docs/recognition.md), built from the person's own sign clips."""
+    change = np.linalg.norm(np.diff(clip, axis=0), axis=1)                        # (frames - 1,)
+    share = np.concatenate([[0.0], np.cumsum(change)]) / max(float(change.sum()), 1e-12)   # (frames,) 0 .. 1
+    reach = rng.uniform(*POSE_MOTION_SHARE)
+    from_start = rng.random() < 0.5
+    pose = int(np.searchsorted(share, reach if from_start else 1.0 - reach))
+    pose = min(pose, len(clip) - 1)
+    rise = np.arange(0, pose + 1) if from_start else np.arange(len(clip) - 1, pose - 1, -1)   # rest -> the pose
+    hold = np.full(max(int(round(rng.uniform(*POSE_HOLD_SHARE) * seq_len)), 1), pose)
+    movement = np.concatenate([rise, hold, rise[::-1]])                            # up, wait, down the same way
+    speed = rng.uniform(1.0 - jitter.speed, 1.0 + jitter.speed)
+    centre = len(rise) + (len(hold) - 1) / 2.0 + rng.uniform(-1.0, 1.0) * jitter.position * seq_len
+    return movement[window_indices(len(movement), seq_len, centre, speed)]
 
 
 def validation_windows(split: SplitClips, seq_len: int, jitter: WindowJitter, seed: int,
@@ -261,7 +295,8 @@ def main() -> None:
     train_windows = TrainingWindows(train_split, seq_len, settings["batch_size"], settings["windows_per_clip"],
                                     jitter, seed, no_sign_index, settings["edge_windows"],
                                     settings.get("no_sign_windows_per_clip"), keypoint_augment(settings, attributes),
-                                    int(settings.get("neighbour_windows") or 0))
+                                    int(settings.get("neighbour_windows") or 0),
+                                    int(settings.get("pose_hold_windows") or 0))
     # Validation windows come from base.seed whatever train.seed is: heads of different seeds are compared
     # (and their checkpoints picked) on the very same windows.
     validation = validation_windows(val_split, seq_len, jitter, params["base"]["seed"], no_sign_index)

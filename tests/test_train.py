@@ -1,11 +1,20 @@
-"""The train stage's windows: plain, edge and neighbour windows, each labelled as the stage says."""
+"""The train stage's windows: plain, edge, neighbour and pose-hold windows, each labelled as the stage says."""
 from __future__ import annotations
 
 import numpy as np
 
 from stages.lib.embeddings import SplitClips
 from stages.lib.windows import WindowJitter
-from stages.train import EDGE, NEIGHBOURS, PLAIN, TrainingWindows, neighbour_candidates, neighbour_window
+from stages.train import (
+    EDGE,
+    NEIGHBOURS,
+    PLAIN,
+    POSE_HOLD,
+    TrainingWindows,
+    neighbour_candidates,
+    neighbour_window,
+    pose_hold_window,
+)
 
 SEQ_LEN = 8
 JITTER = WindowJitter(position=0.1, speed=0.15)
@@ -55,3 +64,38 @@ def test_an_epoch_plans_neighbour_windows_per_sign_clip_labelled_with_the_clip_s
     plain = TrainingWindows(split, SEQ_LEN, batch_size=64, windows_per_clip=1, jitter=JITTER, seed=0,
                             no_sign_index=NO_SIGN, edge_windows=1)
     assert not (plain.order[:, 1] == NEIGHBOURS).any()                  # off by default
+
+
+def ramp_clip(frames: int = 12) -> np.ndarray:
+    """A clip whose feature is the frame's index: its step-to-step change is the same everywhere, so the
+    pose (a share of the clip's motion) is a share of its frames."""
+    return np.arange(frames, dtype=np.float32)[:, None]
+
+
+def test_a_pose_hold_window_rises_to_a_pose_waits_and_drops_the_same_way():
+    clip = ramp_clip()
+    for seed in range(30):
+        window = pose_hold_window(clip, SEQ_LEN, np.random.default_rng(seed), JITTER)
+        frames = clip[window, 0]                                                   # (8,)
+        pose = frames.max() if frames.max() < 11 else frames.min()
+        assert len(window) == SEQ_LEN
+        # One pose, never the sign's middle: within POSE_MOTION_SHARE of the start or of the end.
+        assert pose <= 0.35 * 11 + 1 or pose >= 0.65 * 11 - 1
+        steps = np.diff(frames)
+        # Up (or down from the clip's end), then still, then back: never past the pose.
+        assert np.all(np.abs(steps) <= 2) and (steps == 0).any()
+        assert len(set(np.sign(steps[steps != 0]))) <= 2
+
+
+def test_an_epoch_plans_pose_hold_windows_per_sign_clip_labelled_no_sign():
+    split = marked_split()
+    windows = TrainingWindows(split, SEQ_LEN, batch_size=64, windows_per_clip=1, jitter=JITTER, seed=0,
+                              no_sign_index=NO_SIGN, edge_windows=0, pose_hold_windows=3)
+    kinds = windows.order[:, 1]
+    assert (kinds == POSE_HOLD).sum() == 12                                      # 4 sign clips x 3
+    _, labels = windows[0]
+    assert np.all(labels[kinds == POSE_HOLD] == NO_SIGN)
+    assert np.all(windows.split.labels[windows.order[kinds == POSE_HOLD, 0]] != NO_SIGN)   # never idle clips
+    unlabelled = TrainingWindows(split, SEQ_LEN, batch_size=64, windows_per_clip=1, jitter=JITTER, seed=0,
+                                 no_sign_index=None, pose_hold_windows=3)
+    assert not (unlabelled.order[:, 1] == POSE_HOLD).any()                      # no no-sign class to teach

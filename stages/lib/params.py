@@ -128,8 +128,9 @@ def validate_params(params: dict[str, Any]) -> None:
         require_number(train, "train", "dropout", minimum=0.0, maximum=0.9)
         require_int(train, "train", "windows_per_clip", minimum=1)
         require_int(train, "train", "edge_windows", minimum=0)
-        if "neighbour_windows" in train:
-            require_int(train, "train", "neighbour_windows", minimum=0)
+        for optional in ("neighbour_windows", "pose_hold_windows"):
+            if optional in train:
+                require_int(train, "train", optional, minimum=0)
         require_int(train, "train", "projection_units", minimum=0)
         if not isinstance(train.get("motion_channels", False), bool):
             raise ParamsError(f"train.motion_channels is {train['motion_channels']!r}; allowed: true, false")

@@ -75,7 +75,8 @@ def fit_fold_head(train: SplitClips, validation: SplitClips, num_classes: int, n
     jitter = window_settings(settings)
     windows = TrainingWindows(train, seq_len, settings["batch_size"], settings["windows_per_clip"], jitter, seed,
                               no_sign_index, settings["edge_windows"], settings.get("no_sign_windows_per_clip"),
-                              keypoint_augment(settings, attributes), int(settings.get("neighbour_windows") or 0))
+                              keypoint_augment(settings, attributes), int(settings.get("neighbour_windows") or 0),
+                              int(settings.get("pose_hold_windows") or 0))
     fixed = validation_windows(validation, seq_len, jitter, seed, no_sign_index)
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings["patience"],
                                                restore_best_weights=True),
