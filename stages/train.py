@@ -38,7 +38,7 @@ from dvclive.keras import DVCLiveCallback
 
 from stages.lib.datasets import NO_SIGN_LABEL
 from stages.lib.embeddings import SplitClips, class_names, load_split
-from stages.lib.keypoint_augment import augment_keypoint_window
+from stages.lib.keypoint_augment import KeypointAugment
 from stages.lib.models import build_head
 from stages.lib.params import KEYPOINTS_BACKBONE, load_params
 from stages.lib.storage import read_attributes, write_json
@@ -77,7 +77,7 @@ class TrainingWindows(keras.utils.PyDataset):
 
     def __init__(self, split: SplitClips, seq_len: int, batch_size: int, windows_per_clip: int,
                  jitter: WindowJitter, seed: int, no_sign_index: int | None, edge_windows: int = 0,
-                 no_sign_windows_per_clip: int | None = None, keypoint_augment: float = 0.0,
+                 no_sign_windows_per_clip: int | None = None, keypoint_augment: KeypointAugment | None = None,
                  neighbour_windows: int = 0, pose_hold_windows: int = 0):
         super().__init__()
         # Per sign clip and epoch: the hands rise to its start or end pose, wait and drop (pose_hold_window),
@@ -87,7 +87,7 @@ class TrainingWindows(keras.utils.PyDataset):
         # one after it (neighbour_window), labelled the clip's sign: signing without pauses.
         self.neighbour_windows = neighbour_windows
         self.neighbours = neighbour_candidates(split, no_sign_index) if neighbour_windows else {}
-        self.keypoint_augment = keypoint_augment      # > 0: keypoint windows augmented (stages/lib/keypoint_augment)
+        self.keypoint_augment = keypoint_augment      # keypoint windows augmented (stages/lib/keypoint_augment)
         self.split, self.seq_len, self.batch_size = split, seq_len, batch_size
         self.windows_per_clip, self.jitter, self.seed = windows_per_clip, jitter, seed
         self.no_sign_index = no_sign_index
@@ -132,8 +132,8 @@ class TrainingWindows(keras.utils.PyDataset):
             else:
                 window = clip[random_window(len(clip), self.seq_len, rng, self.jitter,
                                             anywhere=label == self.no_sign_index)]    # (seq_len, features)
-            if self.keypoint_augment > 0:
-                window = augment_keypoint_window(window, rng, self.keypoint_augment)
+            if self.keypoint_augment is not None and self.keypoint_augment.active:
+                window = self.keypoint_augment.window(window, rng)
             windows.append(window)
             labels.append(label)
         return np.stack(windows), np.array(labels, np.int64)
@@ -249,11 +249,11 @@ def train_head(train: TrainingWindows, validation: tuple[np.ndarray, np.ndarray]
     return head
 
 
-def keypoint_augment(settings: dict, embedding_attributes: dict) -> float:
-    """`train.keypoint_augment` for keypoint features; 0 for ImageNet embeddings, which it cannot map."""
+def keypoint_augment(settings: dict, embedding_attributes: dict) -> KeypointAugment | None:
+    """`train.keypoint_*` for keypoint features; None for ImageNet embeddings, which have no points to move."""
     if embedding_attributes["backbone"] != KEYPOINTS_BACKBONE:
-        return 0.0
-    return float(settings.get("keypoint_augment") or 0.0)
+        return None
+    return KeypointAugment.from_params(settings)
 
 
 def centres_in_time(embedding_attributes: dict) -> bool:

@@ -1,11 +1,24 @@
-"""Keypoint window augmentation: one linear map of every (x, y) point a window, scores untouched, zeros kept."""
+"""Keypoint window augmentation: one linear map of every (x, y) point a window, scores untouched, zeros kept;
+the mirror, arm rotations, dropped frames and lost hands each keep the layout's meaning."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from stages.lib.keypoint_augment import XY_COLUMNS, augment_keypoint_window, random_linear_map
-from stages.lib.keypoints import HAND_POINTS, KEYPOINT_FEATURES, UPPER_BODY
+from stages.lib.keypoint_augment import (
+    ARMS,
+    MIRROR_PAIRS,
+    XY_COLUMNS,
+    KeypointAugment,
+    augment_keypoint_window,
+    body_xy,
+    drop_frames,
+    drop_hands,
+    mirror_window,
+    random_linear_map,
+    rotate_arms,
+)
+from stages.lib.keypoints import HAND_POINTS, HAND_PRESENCE, HAND_XY, KEYPOINT_FEATURES, UPPER_BODY, frame_features
 
 
 def keypoint_window(seq_len: int = 6, seed: int = 0) -> np.ndarray:
@@ -42,3 +55,74 @@ def test_draws_differ_between_windows_and_strength_zero_is_the_identity():
     assert augment_keypoint_window(window, rng, 0.0) is window
     with pytest.raises(ValueError, match="155 features a frame, got 1280"):
         augment_keypoint_window(np.zeros((4, 1280), np.float32), rng, 0.2)
+
+
+def pixel_scene(seed: int = 0, width: float = 640.0):
+    """A signer in frame pixels: 33 body points, visibilities, two hands (the left one missing in half the cases)."""
+    rng = np.random.default_rng(seed)
+    body = rng.uniform(100, width - 100, size=(33, 2))
+    visibility = rng.uniform(0, 1, size=33)
+    hands = [rng.uniform(100, 500, size=(HAND_POINTS, 2)), rng.uniform(100, 500, size=(HAND_POINTS, 2))]
+    return body, visibility, hands, [0.9, 0.8]
+
+
+def test_the_mirror_is_what_the_models_would_give_on_the_mirrored_frame():
+    width = 640.0
+    for seed in range(3):
+        body, visibility, hands, presence = pixel_scene(seed, width)
+        flipped_body, flipped_visibility = body.copy(), visibility.copy()
+        flipped_body[:, 0] = width - flipped_body[:, 0]
+        for left, right in MIRROR_PAIRS:        # the person's left arm is now where a right arm is
+            flipped_body[[left, right]] = flipped_body[[right, left]]
+            flipped_visibility[[left, right]] = flipped_visibility[[right, left]]
+        flipped_hands = [np.column_stack([width - hand[:, 0], hand[:, 1]]) for hand in hands[::-1]]
+        original = frame_features(body, visibility, hands, presence)[None]
+        flipped = frame_features(flipped_body, flipped_visibility, flipped_hands, presence[::-1])[None]
+        np.testing.assert_allclose(mirror_window(original), flipped, atol=1e-5)
+        np.testing.assert_allclose(mirror_window(mirror_window(original)), original)
+
+
+def test_arm_rotations_keep_each_bone_length_the_shoulders_and_the_hand_shape():
+    window = keypoint_window()
+    rotated = rotate_arms(window, np.random.default_rng(1), max_degrees=20.0)
+    def point(values, index):
+        return values[:, body_xy(index)]
+    for shoulder, elbow, forearm in ARMS.values():
+        np.testing.assert_allclose(point(rotated, shoulder), point(window, shoulder))
+        for start, end in ((shoulder, elbow), (elbow, forearm[0])):
+            np.testing.assert_allclose(np.linalg.norm(point(rotated, end) - point(rotated, start), axis=1),
+                                       np.linalg.norm(point(window, end) - point(window, start), axis=1), rtol=1e-5)
+        assert not np.allclose(point(rotated, forearm[0]), point(window, forearm[0]))
+    for hand in HAND_XY:                       # wrist-relative points turn, never stretch
+        np.testing.assert_allclose(np.linalg.norm(rotated[:, hand].reshape(6, -1, 2), axis=2),
+                                   np.linalg.norm(window[:, hand].reshape(6, -1, 2), axis=2), rtol=1e-5)
+    moved = {column for _, elbow, forearm in ARMS.values() for index in (elbow, *forearm) for column in body_xy(index)}
+    others = sorted(set(range(2 * len(UPPER_BODY))) - moved)
+    np.testing.assert_array_equal(rotated[:, others], window[:, others])
+    assert not rotated[2].any()                # a frame without a person stays all zeros
+
+
+def test_dropped_frames_repeat_the_frame_before_and_lost_hands_are_zeros():
+    window = keypoint_window(seq_len=40)
+    held = drop_frames(window, np.random.default_rng(0), chance=0.3)
+    shown = [int(np.flatnonzero((window == frame).all(axis=1))[0]) for frame in held]
+    assert shown[0] == 0
+    assert all(shown[index] in (index, shown[index - 1]) for index in range(1, len(shown)))   # itself, or held
+    assert len(set(shown)) < len(window)
+    lost = drop_hands(window, np.random.default_rng(0), chance=0.5)
+    for hand, presence in zip(HAND_XY, HAND_PRESENCE):
+        gone = lost[:, presence] == 0
+        assert 0 < gone.sum() < len(window)
+        assert not lost[gone][:, hand].any()
+        np.testing.assert_array_equal(lost[~gone][:, hand], window[~gone][:, hand])
+
+
+def test_the_augment_from_params_is_off_by_default_and_names_each_setting():
+    assert not KeypointAugment.from_params({}).active
+    augment = KeypointAugment.from_params({"keypoint_augment": 0.2, "keypoint_arm_degrees": 10,
+                                           "keypoint_frame_drop": 0.1, "keypoint_hand_drop": 0.1,
+                                           "keypoint_mirror": True})
+    assert augment == KeypointAugment(0.2, 10.0, 0.1, 0.1, True) and augment.active
+    window = keypoint_window()
+    first, second = (augment.window(window, np.random.default_rng(seed)) for seed in (0, 1))
+    assert first.shape == window.shape and not np.allclose(first, second)

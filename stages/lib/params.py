@@ -138,6 +138,13 @@ def validate_params(params: dict[str, Any]) -> None:
         require_number(train, "train", "speed_jitter", minimum=0.0, maximum=0.5)
         if "keypoint_augment" in train:     # 1: rotations up to 45 degrees, scale 0-2: beyond any camera
             require_number(train, "train", "keypoint_augment", minimum=0.0, maximum=1.0)
+        if "keypoint_arm_degrees" in train:
+            require_number(train, "train", "keypoint_arm_degrees", minimum=0.0, maximum=45.0)
+        for chance in ("keypoint_frame_drop", "keypoint_hand_drop"):
+            if chance in train:
+                require_number(train, "train", chance, minimum=0.0, maximum=0.9)
+        if not isinstance(train.get("keypoint_mirror", False), bool):
+            raise ParamsError(f"train.keypoint_mirror is {train['keypoint_mirror']!r}; allowed: true, false")
         if train.get("no_sign_windows_per_clip") is not None:    # null: windows_per_clip
             require_int(train, "train", "no_sign_windows_per_clip", minimum=1)
         if train.get("seed") is not None:          # null: base.seed

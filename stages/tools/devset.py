@@ -129,6 +129,15 @@ CROSS_VALIDATED_ROWS = {
     # Rotation, scale, aspect and shear of every keypoint window, drawn anew each window.
     "keypoints-augment": ("keypoints, windows augmented (backbone.name keypoints, train.keypoint_augment 0.2)",
                           {"backbone.name": "keypoints", "train.keypoint_augment": 0.2}),
+    # The window augmentations of stages/lib/keypoint_augment.py, one at a time.
+    "keypoints-arms": ("keypoints, arm joints turned up to 10 degrees (train.keypoint_arm_degrees 10)",
+                       {"backbone.name": "keypoints", "train.keypoint_arm_degrees": 10}),
+    "keypoints-frame-drop": ("keypoints, frames dropped (train.keypoint_frame_drop 0.1)",
+                             {"backbone.name": "keypoints", "train.keypoint_frame_drop": 0.1}),
+    "keypoints-hand-drop": ("keypoints, hands lost (train.keypoint_hand_drop 0.1)",
+                            {"backbone.name": "keypoints", "train.keypoint_hand_drop": 0.1}),
+    "keypoints-mirror": ("keypoints, half the windows mirrored (train.keypoint_mirror true)",
+                         {"backbone.name": "keypoints", "train.keypoint_mirror": True}),
     # Heads of other sizes and regularisation on the same keypoints.
     "keypoints-units16": ("keypoints, smaller head (backbone.name keypoints, train.lstm_units 16)",
                           {"backbone.name": "keypoints", "train.lstm_units": 16}),
