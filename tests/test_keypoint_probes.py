@@ -1,7 +1,9 @@
 """The keypoint probes that devset --folds cross-validates: each transform does what its row says."""
 from __future__ import annotations
 
+import h5py
 import numpy as np
+import pytest
 
 from stages.lib.embeddings import SplitClips
 from stages.lib.keypoints import HAND_PRESENCE, HAND_XY, KEYPOINT_FEATURES
@@ -54,7 +56,7 @@ def test_a_short_gap_is_interpolated_and_a_long_one_left_lost():
 def test_every_probe_keeps_the_frames_and_standardising_sees_only_training_clips():
     clips = SplitClips([clip_with_hands(12, seed) for seed in range(4)], np.array([0, 0, 1, 1]),
                        np.array([f"c{index}" for index in range(4)]))
-    for name in PROBES:
+    for name in set(PROBES) - {"hand-crops"}:                 # hand-crops: its own test below
         prepared = prepare_for_probe(name, clips, np.array([0, 2]))
         assert [len(clip) for clip in prepared.clips] == [12] * 4 and prepared.clips[0].shape[1] >= KEYPOINT_FEATURES
     standardised = prepare_for_probe("standardise", clips, np.array([0, 2]))
@@ -73,3 +75,53 @@ def test_the_active_span_keeps_the_raise_to_the_lowering_and_a_margin():
     resting[:, list(HAND_PRESENCE)] = 0.0
     np.testing.assert_array_equal(active_span(resting), resting)         # nothing active: the clip kept whole
 
+
+
+def write_hand_crops(path, lengths: list[int], seed: int = 0) -> list[np.ndarray]:
+    """A crops file as embed_hand_crops writes it, each clip's embeddings random, frame 0 of each without a person."""
+    rng = np.random.default_rng(seed)
+    per_clip = [rng.normal(size=(length, 2, 1280)).astype(np.float16) for length in lengths]
+    for embeddings in per_clip:
+        embeddings[0] = 0.0
+    with h5py.File(path, "w") as crops:
+        crops["embeddings"] = np.concatenate(per_clip)
+        crops["offsets"] = np.concatenate([[0], np.cumsum(lengths)])
+        crops["paths"] = np.array([f"c{index}".encode() for index in range(len(lengths))])
+    return per_clip
+
+
+def test_hand_crops_join_the_keypoints_reduced_on_the_training_clips_and_zero_without_a_person(tmp_path):
+    from stages.tools.hand_crops import HAND_CROP_COMPONENTS
+    clips = SplitClips([clip_with_hands(12, seed) for seed in range(4)], np.array([0, 0, 1, 1]),
+                       np.array([f"c{index}" for index in (2, 0, 3, 1)]))             # another order than the file's
+    write_hand_crops(tmp_path / "crops.h5", [12] * 4)
+    prepared = prepare_for_probe("hand-crops", clips, np.array([0, 2]), tmp_path / "crops.h5")
+    for clip, before in zip(prepared.clips, clips.clips):
+        assert clip.shape == (12, KEYPOINT_FEATURES + 2 * HAND_CROP_COMPONENTS)
+        np.testing.assert_array_equal(clip[:, :KEYPOINT_FEATURES], before)
+        assert not clip[0, KEYPOINT_FEATURES:].any() and clip[1:, KEYPOINT_FEATURES:].any()
+    # Whitened on the training clips' frames with a person: unit variance there, not on the held-out clips.
+    training = np.concatenate([prepared.clips[i][1:, KEYPOINT_FEATURES:] for i in (0, 2)])
+    np.testing.assert_allclose(training.reshape(-1, 2, HAND_CROP_COMPONENTS).reshape(-1, HAND_CROP_COMPONENTS)
+                               .std(axis=0), 1.0, atol=0.1)
+    write_hand_crops(tmp_path / "short.h5", [11] * 4)
+    with pytest.raises(ValueError, match="another sampling"):
+        prepare_for_probe("hand-crops", clips, np.array([0, 2]), tmp_path / "short.h5")
+    with pytest.raises(ValueError, match="needs the crops"):
+        prepare_for_probe("hand-crops", clips, np.array([0, 2]))
+
+
+def test_a_built_in_signers_hands_are_cropped_where_the_pose_model_puts_the_wrists():
+    from stages.lib.keypoints import HAND_INPUT, KeypointLane, fetch_keypoint_models
+    from stages.lib.synthetic import SIGNS, make_signer, render_clip
+    from stages.lib.video import prepare_frame
+    from stages.tools.hand_crops import hand_crops
+    lane = KeypointLane({name: path.read_bytes() for name, path in fetch_keypoint_models().items()})
+    assert hand_crops(lane, np.full((224, 224, 3), 128, np.uint8)) is None               # no person: no crops
+    clip = render_clip(SIGNS[0], make_signer(signer_index=0, seed=42, width=320, height=240),
+                       repetition=0, seed=42, fps=25, seconds=1.5)
+    crops = [hand_crops(lane, prepare_frame(frame, 224)) for frame in clip[::6]]
+    found = [crop for crop in crops if crop is not None]
+    assert len(found) >= len(crops) // 2
+    assert all(crop.shape == (2, HAND_INPUT, HAND_INPUT, 3) and crop.dtype == np.uint8 for crop in found)
+    assert np.mean([crop.std() for crop in found]) > 5                   # pixels of the frame, not the border

@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -158,6 +159,24 @@ ENSEMBLE_ROWS = {"keypoints-ensemble3": ("keypoints, 3 heads of different seeds 
                                          PRESET_ROW[1], 3)}
 
 
+# The hand-crops probe (stages/tools/hand_crops.py) embeds crops cut from frames sampled at 448 px (a hand twice as
+# wide as at 224), beside the preset's keypoints; the embeddings are kept in the workspace for later runs.
+HAND_CROPS_PROBE = "hand-crops"
+HAND_CROP_FRAMES = {"backbone.name": "keypoints", "base.image_size": 448}
+HAND_CROPS_FILE = "features/hand_crops_448.h5"
+
+
+def hand_crops_file(workspace: Path) -> Path:
+    """The workspace's hand crop embeddings, made once from the 448-px frames (the baseline's params restored)."""
+    from stages.tools.hand_crops import embed_hand_crops
+    path = workspace / HAND_CROPS_FILE
+    if not path.exists():
+        extract_for(workspace, HAND_CROP_FRAMES)
+        embed_hand_crops(workspace / "data" / "frames.h5", path)
+        back_to_baseline(workspace)
+    return path
+
+
 def row_setting(name: str) -> tuple[str, dict, str | None, int]:
     """(what the row says, the params it sets, the keypoint probe it applies or None, heads per fold) for a
     --rows name."""
@@ -206,10 +225,11 @@ def cross_validated_rows(workspace: Path, folds: int, seeds: list[int], levers: 
     rows = []
     for index, (name, changes, probe, heads) in enumerate(settings):
         started = time.perf_counter()
+        crops = hand_crops_file(workspace) if probe == HAND_CROPS_PROBE else None
         if changes:
             extract_for(workspace, changes)
         extract_seconds = time.perf_counter() - started if changes else baseline_seconds
-        prepare = (lambda clips, train, probe=probe: prepare_for_probe(probe, clips, train)) if probe else None
+        prepare = (partial(prepare_for_probe, probe, hand_crops_path=crops) if probe else None)
         head = cross_validate_head(workspace, folds, seeds, prepare, heads)
         rows.append({"row": name, "changes": changes, "probe": probe, "heads": heads, **head,
                      "extract_seconds": round(extract_seconds), **feature_summary(workspace)})

@@ -18,6 +18,7 @@ The layout of a frame's features is `stages.lib.keypoints.frame_features`'.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -107,7 +108,7 @@ def with_everything(clip: np.ndarray) -> np.ndarray:
     return with_motion(with_fingertip_distances(with_hand_shapes(fill_lost_hands(clip))))
 
 
-# name -> (what the row says, a clip's (T, 155) -> (T, F)); "standardise" is fitted per fold, below.
+# name -> (what the row says, a clip's (T, 155) -> (T, F)); "standardise" and "hand-crops" are fitted per fold, below.
 PROBES: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray] | None]] = {
     "hand-shape": ("each hand also in its own size (shape without distance)", with_hand_shapes),
     "fingertips": ("the 10 fingertip distances of each hand, in its own size", with_fingertip_distances),
@@ -117,6 +118,8 @@ PROBES: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray] | None]] = {
     "all": ("hands filled, hand shapes, fingertip distances and motion together", with_everything),
     "active-span": ("each clip cut to where the hands are up (a hand found, or a wrist above the chest)",
                     active_span),
+    "hand-crops": ("MobileNetV2 on each hand's crop (448 px frames), 16 principal components a hand, beside "
+                   "the keypoints (stages/tools/hand_crops.py)", None),
 }
 
 
@@ -127,9 +130,16 @@ def standardised(clips: SplitClips, train_indices: np.ndarray) -> SplitClips:
     return SplitClips([(clip - mean) / sd for clip in clips.clips], clips.labels, clips.paths)
 
 
-def prepare_for_probe(name: str, clips: SplitClips, train_indices: np.ndarray) -> SplitClips:
-    """`clips` as the probe `name` gives them to a fold whose training clips are `train_indices`."""
+def prepare_for_probe(name: str, clips: SplitClips, train_indices: np.ndarray,
+                      hand_crops_path: Path | None = None) -> SplitClips:
+    """`clips` as the probe `name` gives them to a fold whose training clips are `train_indices`
+    ("hand-crops" reads the crops' embeddings from `hand_crops_path`: stages/tools/hand_crops.py)."""
     if name == "standardise":
         return standardised(clips, train_indices)
+    if name == "hand-crops":
+        from stages.tools.hand_crops import with_hand_crops
+        if hand_crops_path is None:
+            raise ValueError("the hand-crops probe needs the crops' embeddings (stages/tools/hand_crops.py)")
+        return with_hand_crops(clips, train_indices, hand_crops_path)
     transform = PROBES[name][1]
     return SplitClips([transform(clip).astype(np.float32) for clip in clips.clips], clips.labels, clips.paths)
