@@ -158,8 +158,9 @@ class LiveSession:
                 self._recognizer.reset()
             self._recognizer.push_camera_frame(frame_bgr, timestamp)
             stepped, probabilities = self._recognizer.stepped, self._recognizer.latest_probabilities
+            motion = self._recognizer.latest_motion
             buffer_fill, steps = self._recognizer.buffer_fill, self._recognizer.steps
-        emitted = self._spotter.update(probabilities, timestamp) if stepped else []
+        emitted = self._spotter.update(probabilities, timestamp, motion) if stepped else []
         with self._lock:
             if reset:
                 self._held_back_tracker.clear()

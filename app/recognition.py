@@ -63,7 +63,7 @@ def spot_sampled_frames(bundle: ServedBundle, frames: np.ndarray, spotting: Spot
     for index, frame in enumerate(frames):
         recognizer.push_prepared_frame(frame)
         if recognizer.stepped:
-            spotter.update(recognizer.latest_probabilities, index / bundle.sample_fps)
+            spotter.update_from(recognizer, index / bundle.sample_fps)
     if len(frames):
         spot_held_end(recognizer, spotter, (len(frames) - 1) / bundle.sample_fps)   # as --mode signs ends a file
     return spotter.finish()

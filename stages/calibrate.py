@@ -19,6 +19,11 @@ frames again) through the ring buffer and the served TFLite head
 emits its sign and nothing else; an idle clip (the no-sign class) is spotted wrongly
 when it emits anything.
 
+With `spotting.motion_floor_quantile` q > 0, the model also gets a motion floor: the q-quantile
+of the validation sign clips' most moving window (`stages.lib.streaming.window_motion`), so that
+a window which moved less than nearly every real sign names none (a person waiting in front of
+the camera). It is set before the thresholds are scored, and they are scored with it.
+
 The threshold kept is the candidate at which the most validation sign clips are
 spotted right, less the share of idle clips with a false sign; the highest among
 ties. It never rises above params.yaml's, so calibration only keeps an unsure model
@@ -72,6 +77,7 @@ class ClipSteps:
     label: str
     times: np.ndarray            # (steps,) stream seconds
     probabilities: np.ndarray    # (steps, classes)
+    motions: np.ndarray          # (steps,) each step's window motion
 
 
 def candidate_thresholds(ceiling: float, lowest: float) -> list[float]:
@@ -110,7 +116,7 @@ def validation_clip_steps(bundle: ServedBundle, paths: dict) -> list[ClipSteps]:
 
 def spotted_signs(bundle: ServedBundle, clip: ClipSteps, settings: SpottingSettings) -> list[str]:
     return [sign.sign for sign in spot_signs(clip.times, clip.probabilities, bundle.labels, bundle.no_sign_label,
-                                             settings, bundle.window_seconds)]
+                                             settings, bundle.window_seconds, clip.motions)]
 
 
 def score_threshold(bundle: ServedBundle, clips: list[ClipSteps], settings: SpottingSettings) -> dict:
@@ -141,9 +147,17 @@ def choose_threshold(table: pd.DataFrame, enabled: bool) -> tuple[float, str]:
         f"({table['idle_clips_with_a_false_sign'].iloc[0]:.0%} false)")
 
 
+def motion_floor(bundle: ServedBundle, clips: list[ClipSteps], quantile: float) -> float:
+    """The motion floor (`SpottingSettings.motion_floor`) that `quantile` of the validation sign clips stay
+    under at their most moving window: 0.1 lets 90 % of them move past it. 0 with no quantile or no sign clip."""
+    peaks = [float(clip.motions.max()) for clip in clips if clip.label != bundle.no_sign_label and len(clip.motions)]
+    return round(float(np.quantile(peaks, quantile)), 6) if quantile > 0 and peaks else 0.0
+
+
 def calibrate(bundle: ServedBundle, clips: list[ClipSteps], spotting: dict) -> tuple[dict, pd.DataFrame]:
     """The record written beside the model ({"settings", "calibration"}) and its table."""
-    settings = SpottingSettings.from_params(spotting)
+    quantile = float(spotting.get("motion_floor_quantile") or 0.0)
+    settings = replace(SpottingSettings.from_params(spotting), motion_floor=motion_floor(bundle, clips, quantile))
     thresholds = candidate_thresholds(settings.threshold, float(spotting["lowest_threshold"]))
     table = pd.DataFrame([score_threshold(bundle, clips, replace(settings, threshold=threshold))
                           for threshold in thresholds])
@@ -155,18 +169,20 @@ def calibrate(bundle: ServedBundle, clips: list[ClipSteps], spotting: dict) -> t
     record = {"settings": asdict(replace(settings, threshold=threshold)),
               "calibration": {"threshold_in_params": settings.threshold, "reason": reason,
                               "calibrate": bool(spotting["calibrate"]),
+                              "motion_floor_quantile": quantile,
                               "validation_sign_clips": int(sign_clips),
                               "validation_idle_clips": int(len(clips) - sign_clips),
                               "table": table.to_dict(orient="records")}}
     return record, table
 
 
-def spotting_sweep(bundle: ServedBundle, streams: list[RecordedStream]) -> pd.DataFrame:
-    """Stream figures on validation streams for every setting of the grid, best first."""
+def spotting_sweep(bundle: ServedBundle, streams: list[RecordedStream], floor: float = 0.0) -> pd.DataFrame:
+    """Stream figures on validation streams for every setting of the grid (with the model's motion `floor`),
+    best first."""
     rows = []
     for threshold, hold, smoothing, release in itertools.product(
             SWEEP_THRESHOLDS, SWEEP_MIN_HOLD_SECONDS, SWEEP_SMOOTHING_STEPS, SWEEP_RELEASE_SECONDS):
-        settings = SpottingSettings(threshold, hold, smoothing, release)
+        settings = SpottingSettings(threshold, hold, smoothing, release, floor)
         figures = stream_metrics(bundle, streams, settings, prefix="")
         rows.append({"threshold": threshold, "min_hold_seconds": hold, "smoothing_steps": smoothing,
                      "release_seconds": release, **{key: figures[key] for key in (
@@ -176,6 +192,11 @@ def spotting_sweep(bundle: ServedBundle, streams: list[RecordedStream]) -> pd.Da
     table["rank_score"] = (table["sign_error_rate"].fillna(1.0)
                            + FALSE_SIGNS_PER_MINUTE_WEIGHT * table["false_signs_per_minute"].fillna(0.0))
     return table.sort_values(["rank_score", "latency_seconds_median"], kind="stable").reset_index(drop=True)
+
+
+def quantile_text(spotting: dict) -> str:
+    return (f"{float(spotting['motion_floor_quantile']):.0%} of the validation sign clips never move this much "
+            "(spotting.motion_floor_quantile)")
 
 
 def main() -> None:
@@ -193,13 +214,15 @@ def main() -> None:
     # The usual and idle validation streams; the fast ones are measured by evaluate (fast_stream_*), not swept here.
     val_streams = streams_of(record_streams(bundle, Path(paths["streams"]), ("val",), Path(paths["embedding_cache"])),
                              "val")
-    sweep = spotting_sweep(bundle, val_streams) if val_streams else pd.DataFrame()
+    sweep = spotting_sweep(bundle, val_streams, record["settings"]["motion_floor"]) if val_streams else pd.DataFrame()
     with atomic_path(paths["spotting_validation"]) as tmp:
         sweep.to_csv(tmp, index=False)
     print(table.to_string(index=False))
     print(f"spotting threshold {record['settings']['threshold']:g}: {record['calibration']['reason']} "
           f"({record['calibration']['validation_sign_clips']} sign and "
           f"{record['calibration']['validation_idle_clips']} idle validation clips)")
+    if record["settings"]["motion_floor"]:
+        print(f"motion floor {record['settings']['motion_floor']:.4g}: {quantile_text(params['spotting'])}")
 
 
 if __name__ == "__main__":

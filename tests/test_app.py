@@ -255,7 +255,7 @@ def test_a_models_calibrated_threshold_is_the_one_the_app_starts_with(served):
     for sign in signs:
         probabilities = np.full((steps, len(bundle.labels)), 0.28 / (len(bundle.labels) - 1))
         probabilities[:, bundle.labels.index(sign)] = 0.72
-        clips.append(ClipSteps(sign, np.arange(steps) / bundle.sample_fps, probabilities))
+        clips.append(ClipSteps(sign, np.arange(steps) / bundle.sample_fps, probabilities, np.ones(steps)))
     params = load_settings().params
     record, _ = calibrate(bundle, clips, params["spotting"])
     write_json(spotting_path_for(served.second_model), record)

@@ -11,7 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.calibrate import ClipSteps, calibrate, candidate_thresholds, choose_threshold, held_still
+from stages.calibrate import (
+    ClipSteps,
+    calibrate,
+    candidate_thresholds,
+    choose_threshold,
+    held_still,
+    motion_floor,
+    spotted_signs,
+)
 from stages.lib.served import load_bundle
 from stages.lib.streaming import SpottingSettings, model_spotting
 
@@ -62,14 +70,17 @@ def test_a_clip_is_held_still_by_its_own_first_and_last_frames():
     assert padded[:2].tolist() == [[0, 1], [0, 1]] and padded[-2:].tolist() == [[4, 5], [4, 5]]
 
 
-def sign_trace(bundle, label: str, peak: float, steps: int = 24) -> ClipSteps:
-    """A clip's steps by hand: no sign, then `label` at `peak` for a third of them, then no sign."""
+def sign_trace(bundle, label: str, peak: float, steps: int = 24, motion: float = 1.0) -> ClipSteps:
+    """A clip's steps by hand: no sign, then `label` at `peak` for a third of them, then no sign; its windows
+    move `motion` at most (in the middle third)."""
     probabilities = np.zeros((steps, len(bundle.labels)))
     probabilities[:, bundle.labels.index(bundle.no_sign_label)] = 1.0
     middle = slice(steps // 3, 2 * steps // 3)
     probabilities[middle] = (1 - peak) / (len(bundle.labels) - 1)
     probabilities[middle, bundle.labels.index(label)] = peak
-    return ClipSteps(label, np.arange(steps) / bundle.sample_fps, probabilities)
+    motions = np.full(steps, motion / 2)
+    motions[middle] = motion
+    return ClipSteps(label, np.arange(steps) / bundle.sample_fps, probabilities, motions)
 
 
 def test_a_model_that_ranks_its_signs_first_at_0_7_gets_a_threshold_it_reaches(bundle):
@@ -100,3 +111,20 @@ def test_the_stage_writes_the_models_settings_beside_it_and_evaluate_and_the_cli
     assert spotting_settings(bundle, parse_arguments(["clip.mp4"])) == settings
     overridden = spotting_settings(bundle, parse_arguments(["clip.mp4", "--threshold", "0.3"]))
     assert overridden.threshold == 0.3 and overridden.smoothing_steps == settings.smoothing_steps
+
+
+def test_the_motion_floor_lets_all_but_the_quantile_of_validation_signs_move_past_it(bundle):
+    signs = [label for label in bundle.labels if label != bundle.no_sign_label]
+    clips = [sign_trace(bundle, sign, 0.95, motion=float(index + 1)) for index, sign in enumerate(signs)]
+    assert motion_floor(bundle, clips, 0.0) == 0.0                                   # off
+    floor = motion_floor(bundle, clips, 0.25)
+    assert floor == pytest.approx(np.quantile(np.arange(1, len(signs) + 1), 0.25))
+    record, _ = calibrate(bundle, clips, {**SPOTTING, "motion_floor_quantile": 0.25})
+    assert record["settings"]["motion_floor"] == pytest.approx(floor)
+    assert record["calibration"]["motion_floor_quantile"] == 0.25
+    # The signs that never move past the floor are not spotted: fewer right than without a floor.
+    still = [clip for clip in clips if clip.motions.max() < floor]
+    assert still and all(spotted_signs(bundle, clip, SpottingSettings.from_params(record["settings"])) == []
+                         for clip in still)
+    assert all(spotted_signs(bundle, clip, SpottingSettings.from_params(record["settings"])) == [clip.label]
+               for clip in clips if clip.motions.max() >= floor)

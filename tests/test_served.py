@@ -72,21 +72,25 @@ def test_replaying_a_streams_taken_frames_gives_the_live_paths_steps(trained_wor
     from stages.lib.video import iterate_video_frames
     stream = next((trained_workspace / "data/streams/val").glob("*_stream0.mp4"))
     recognizer = StreamingRecognizer(bundle)
-    times, probabilities = [], []
+    times, probabilities, motions = [], [], []
     for timestamp, frame in iterate_video_frames(stream):
         recognizer.push_camera_frame(frame, timestamp)
         if recognizer.stepped:
             times.append(timestamp)
             probabilities.append(recognizer.latest_probabilities)
+            motions.append(recognizer.latest_motion)
     for held in recognizer.hold_still(timestamp):                    # the file's end, held for a window
         times.append(held)
         probabilities.append(recognizer.latest_probabilities)
+        motions.append(recognizer.latest_motion)
     taken = take_stream_frames(bundle, iterate_video_frames(stream))
     steps_in_file = np.sum(np.cumsum(taken.ticks) >= recognizer.predict_from_frames)   # a step a frame, from then
     assert len(times) > 10 and steps_in_file + bundle.seq_len == len(times)
-    replayed_times, replayed = replay_stream_steps(bundle, taken)
+    replayed_times, replayed, replayed_motions = replay_stream_steps(bundle, taken)
     np.testing.assert_array_equal(replayed_times, times)
     np.testing.assert_array_equal(replayed, np.stack(probabilities))     # the same ring buffer and head: the same bits
+    np.testing.assert_array_equal(replayed_motions, motions)
+    assert replayed_motions[-1] < replayed_motions.max()              # the held end stops moving
 
 
 def test_predictions_begin_at_half_a_window_padded_with_the_first_frame_as_a_clip_is(bundle, windows):

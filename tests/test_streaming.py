@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from stages.lib.stream_scoring import TrueSign, align, poisson_rate_interval, score_stream, summarise_streams
-from stages.lib.streaming import SignSpotter, SpottingSettings, spot_signs
+from stages.lib.streaming import SignSpotter, SpottingSettings, spot_signs, window_motion
 
 LABELS = ["_none", "wave", "clap"]
 STEP = 0.1   # seconds between model steps (10 steps/s)
@@ -133,3 +133,22 @@ def test_kept_stream_frames_are_keyed_to_the_code_that_took_them(tmp_path):
     assert "video.py" in TAKE_PATH_SOURCES
     (lib / "video.py").write_text((lib / "video.py").read_text() + "\n# a changed frame reduction\n")
     assert take_path_code_digest(lib) != before
+
+
+def test_window_motion_is_the_mean_step_to_step_change():
+    window = np.array([[0.0, 0.0], [3.0, 4.0], [3.0, 4.0], [3.0, 4.0]])             # one step of 5, two still
+    assert window_motion(window) == pytest.approx(5.0 / 3)
+    assert window_motion(np.zeros((20, 8))) == 0.0 and window_motion(np.ones((1, 8))) == 0.0
+
+
+def test_a_window_that_moved_less_than_the_floor_names_no_sign():
+    floored = SpottingSettings(threshold=0.6, min_hold_seconds=0.3, smoothing_steps=1, release_seconds=0.3,
+                               motion_floor=2.0)
+    times, probabilities = steps(("_none", 1.0, 10), ("wave", 0.9, 10), ("_none", 1.0, 10))
+    motions = np.full(len(times), 1.0)
+    assert spot_signs(times, probabilities, LABELS, "_none", floored, WINDOW, motions) == []   # still: no sign
+    motions[12:] = 3.0                                                                         # it moved
+    (sign,) = spot_signs(times, probabilities, LABELS, "_none", floored, WINDOW, motions)
+    assert sign.sign == "wave" and sign.emitted_at == pytest.approx(1.5)                       # from 1.2 s, held 0.3
+    # Motion not known (None): no floor, as before.
+    assert [sign.sign for sign in spot_signs(times, probabilities, LABELS, "_none", floored, WINDOW)] == ["wave"]

@@ -222,6 +222,8 @@ def validate_spotting(spotting: dict) -> None:
     if not isinstance(require_present(spotting, "spotting", "calibrate"), bool):         # the calibrate stage
         raise ParamsError(f"spotting.calibrate is {spotting['calibrate']!r}; it must be true or false")
     require_number(spotting, "spotting", "lowest_threshold", minimum=0.0, maximum=1.0)
+    if "motion_floor_quantile" in spotting:     # 1 would silence every validation sign
+        require_number(spotting, "spotting", "motion_floor_quantile", minimum=0.0, maximum=0.5)
 
 
 def validate_app(app: dict) -> None:

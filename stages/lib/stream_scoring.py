@@ -115,6 +115,7 @@ class RecordedStream:
     truth: list[TrueSign]
     step_times: np.ndarray           # (steps,) stream seconds of each model step
     step_probabilities: np.ndarray   # (steps, classes)
+    step_motions: np.ndarray         # (steps,) each step's window motion (stages/lib/streaming.py window_motion)
 
     @property
     def idle(self) -> bool:
@@ -142,10 +143,9 @@ def record_streams(bundle, streams_dir: Path, splits: tuple[str, ...], cache_dir
     encoder_digest, code_digest = frame_encoder_digest(bundle), take_path_code_digest()   # shared by every key
     for row in index[index["split"].isin(splits)].itertuples():
         path = Path(streams_dir) / row.path
-        (times, probabilities), from_cache = stream_steps(bundle, path, cache_dir, encoder_digest, code_digest)
+        steps, from_cache = stream_steps(bundle, path, cache_dir, encoder_digest, code_digest)
         replayed += from_cache
-        recorded.append(RecordedStream(path, row.split, row.kind, float(row.duration), read_truth(path),
-                                       times, probabilities))
+        recorded.append(RecordedStream(path, row.split, row.kind, float(row.duration), read_truth(path), *steps))
     print(f"streams ({', '.join(splits)}): {len(recorded)} through the live path, {replayed} of them replayed "
           f"from the embeddings kept in {Path(cache_dir) / STREAM_CACHE_FOLDER}")
     return recorded
@@ -161,7 +161,7 @@ def spot_recorded(bundle, stream: RecordedStream, settings) -> list:
     """The signs the spotter emits over a recorded stream's steps, with `settings` (a SpottingSettings)."""
     from stages.lib.streaming import spot_signs
     return spot_signs(stream.step_times, stream.step_probabilities, bundle.labels, bundle.no_sign_label,
-                      settings, bundle.window_seconds)
+                      settings, bundle.window_seconds, stream.step_motions)
 
 
 def stream_metrics(bundle, streams: list[RecordedStream], settings, prefix: str) -> dict:

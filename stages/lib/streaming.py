@@ -9,11 +9,11 @@ Usage:
                           bundle.window_seconds)
     for timestamp, frame_bgr in camera:                 # any rate, e.g. 30 fps
         if recognizer.push_camera_frame(frame_bgr, timestamp) is not None and recognizer.stepped:
-            for sign in spotter.update(recognizer.latest_probabilities, timestamp):
+            for sign in spotter.update_from(recognizer, timestamp):
                 print(sign.sign, sign.start, sign.confidence)          # emitted once, when it has held
     spotter.finish(); spotter.signs                      # every sign made, with start, end, confidence
     taken = take_stream_frames(bundle, iterate_video_frames("stream.mp4"))   # a file: the frames taken, embedded
-    times, probabilities = replay_stream_steps(bundle, taken)                # its steps; again for another head
+    times, probabilities, motions = replay_stream_steps(bundle, taken)       # its steps; again for another head
 
 StreamingRecognizer: frames are taken at the rate training sampled clips
 (the card's `sample_fps`, by the same `SamplingClock` the sample stage ran on
@@ -30,7 +30,9 @@ SignSpotter turns the per-step probabilities into discrete signs (with the setti
 on the model's own validation clips by the calibrate stage):
 - probabilities are averaged over the last `smoothing_steps` steps;
 - the candidate at a step is the most probable class when it is a sign (not
-  the no-sign class) at or above `threshold`; otherwise there is none;
+  the no-sign class) at or above `threshold`, and the step's window moved at
+  least `motion_floor` (its mean step-to-step feature change, `window_motion`;
+  0, the default, lets every window through); otherwise there is none;
 - a candidate is emitted once, when it has been the candidate for
   `min_hold_seconds`; it is not emitted again until the stream has shown no
   candidate for `release_seconds` or another sign has been emitted;
@@ -69,6 +71,13 @@ PREDICT_FROM_FILL = 0.5
 TAKE_PATH_SOURCES = ("streaming.py", "video.py", "faces.py", "sampling.py", "served.py", "engines.py", "keypoints.py")
 
 
+def window_motion(window: np.ndarray) -> float:
+    """(seq_len, features) -> the mean size of its step-to-step change: how much the window moved, in the
+    features' own units (a spotter's `motion_floor` is calibrated per model, so the units need not match
+    between models)."""
+    return float(np.linalg.norm(np.diff(window, axis=0), axis=1).mean()) if len(window) > 1 else 0.0
+
+
 class StreamingRecognizer:
     def __init__(self, bundle: ServedBundle, top_k: int = 3):
         self.bundle = bundle
@@ -83,6 +92,7 @@ class StreamingRecognizer:
             self.crop_tracker = SigningSpaceTracker()
         self.latest: Prediction | None = None
         self.latest_probabilities: np.ndarray | None = None                # (classes,)
+        self.latest_motion: float | None = None        # the last step's window_motion
         self.stepped = False          # did the last push run the head (a new model step)?
         self.steps = 0
         self.frames_seen = 0
@@ -109,7 +119,7 @@ class StreamingRecognizer:
         if self.crop_tracker is not None:
             self.crop_tracker.reset()
         self.embeddings.clear()
-        self.latest = self.latest_probabilities = None
+        self.latest = self.latest_probabilities = self.latest_motion = None
         self.stepped = False
         self.steps = 0
         self.frames_seen = 0          # clock ticks taken since the stream (re)started: real frames, not padding
@@ -164,7 +174,9 @@ class StreamingRecognizer:
         self.stepped = self.frames_seen >= self.predict_from_frames
         if not self.stepped:
             return None
-        self.latest_probabilities = self.bundle.head_engine.run(np.stack(self.embeddings)[None])[0]  # (classes,)
+        window = np.stack(self.embeddings)                                        # (seq_len, features)
+        self.latest_probabilities = self.bundle.head_engine.run(window[None])[0]  # (classes,)
+        self.latest_motion = window_motion(window)
         self.latest = prediction_from_probabilities(self.latest_probabilities, self.bundle.labels, self.top_k)
         self.steps += 1
         return self.latest
@@ -185,7 +197,7 @@ def spot_held_end(recognizer: StreamingRecognizer, spotter: SignSpotter, last_ti
     """A file has ended at `last_timestamp`: its last frame held for a window (`hold_still`), each step
     through the spotter, so a sign that ends with the file is still spotted (--mode signs, Upload)."""
     for timestamp in recognizer.hold_still(last_timestamp):
-        spotter.update(recognizer.latest_probabilities, timestamp)
+        spotter.update_from(recognizer, timestamp)
 
 
 @dataclass(frozen=True)
@@ -196,11 +208,16 @@ class SpottingSettings:
     min_hold_seconds: float
     smoothing_steps: int
     release_seconds: float
+    # A window that moved less than this names no sign (`window_motion`). Calibrated per model (the calibrate
+    # stage, from spotting.motion_floor_quantile), since its units are the model's features: params.yaml holds
+    # the quantile, not the floor, so settings read from params have none (0).
+    motion_floor: float = 0.0
 
     @classmethod
     def from_params(cls, spotting: dict) -> SpottingSettings:
         return cls(float(spotting["threshold"]), float(spotting["min_hold_seconds"]),
-                   int(spotting["smoothing_steps"]), float(spotting["release_seconds"]))
+                   int(spotting["smoothing_steps"]), float(spotting["release_seconds"]),
+                   float(spotting.get("motion_floor", 0.0)))
 
 
 # The repository's params.yaml, beside the `stages` package wherever it runs (a clone, a devset or test
@@ -270,16 +287,22 @@ class SignSpotter:
         """Forget the signs made so far (the Live page's Clear); the stream goes on."""
         self.signs = []
 
-    def update(self, probabilities: np.ndarray, timestamp: float) -> list[SpottedSign]:
-        """One model step's (classes,) probabilities at `timestamp`; returns the signs emitted now."""
+    def update_from(self, recognizer: StreamingRecognizer, timestamp: float) -> list[SpottedSign]:
+        """The recognizer's last step (its probabilities and window motion) at `timestamp`: `update`."""
+        return self.update(recognizer.latest_probabilities, timestamp, recognizer.latest_motion)
+
+    def update(self, probabilities: np.ndarray, timestamp: float, motion: float | None = None) -> list[SpottedSign]:
+        """One model step's (classes,) probabilities at `timestamp`, and its window's motion (None: not known,
+        no floor applied); returns the signs emitted now."""
         self.recent.append(np.asarray(probabilities, np.float64))
         # The same bits as np.mean(self.recent, axis=0) (rows added in order, then divided), in half the
         # time: evaluate and calibrate replay hundreds of thousands of steps through spotters.
         self.smoothed = sum(self.recent) / len(self.recent)
         best = int(np.argmax(self.smoothed))
         confidence = float(self.smoothed[best])
+        still = motion is not None and motion < self.settings.motion_floor
         candidate = (self.labels[best] if best != self.no_sign_index and confidence >= self.settings.threshold
-                     else None)
+                     and not still else None)
         if self.run is None or candidate != self.run.label:
             self.close_run()
             self.run = CandidateRun(candidate, timestamp, timestamp)
@@ -321,11 +344,14 @@ class SignSpotter:
 
 
 def spot_signs(step_times: np.ndarray, step_probabilities: np.ndarray, labels: list[str],
-               no_sign_label: str | None, settings: SpottingSettings, window_seconds: float) -> list[SpottedSign]:
-    """Run a spotter over recorded steps ((steps,) times, (steps, classes) probabilities); every sign made."""
+               no_sign_label: str | None, settings: SpottingSettings, window_seconds: float,
+               step_motions: np.ndarray | None = None) -> list[SpottedSign]:
+    """Run a spotter over recorded steps ((steps,) times, (steps, classes) probabilities, (steps,) window
+    motions or None); every sign made."""
     spotter = SignSpotter(labels, no_sign_label, settings, window_seconds)
-    for timestamp, probabilities in zip(step_times, step_probabilities):
-        spotter.update(probabilities, float(timestamp))
+    motions = [None] * len(step_times) if step_motions is None else step_motions
+    for timestamp, probabilities, motion in zip(step_times, step_probabilities, motions):
+        spotter.update(probabilities, float(timestamp), None if motion is None else float(motion))
     return spotter.finish()
 
 
@@ -363,24 +389,28 @@ def take_stream_frames(bundle: ServedBundle, frames: Iterable[tuple[float, np.nd
 
 
 def replay_stream_steps(bundle: ServedBundle, taken: TakenFrames, hold_end: bool = True
-                        ) -> tuple[np.ndarray, np.ndarray]:
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A stream's head steps from the frames a recognizer took: the ring buffer and head, without decoding
     or the backbone (a kept stream replays when an experiment changed only the head), and with
     `hold_end` its last frame held for a window (`StreamingRecognizer.hold_still`), as a file ends.
-    ((steps,) times, (steps, classes) probabilities)."""
+    ((steps,) times, (steps, classes) probabilities, (steps,) window motions)."""
     recognizer = StreamingRecognizer(bundle)
-    times, probabilities = [], []
+    times, probabilities, motions = [], [], []
+
+    def keep(timestamp: float) -> None:
+        times.append(timestamp)
+        probabilities.append(recognizer.latest_probabilities)
+        motions.append(recognizer.latest_motion)
+
     for timestamp, ticks, embedding in zip(taken.times, taken.ticks, taken.embeddings):
         recognizer.push_embedding(embedding, int(ticks))
         if recognizer.stepped:
-            times.append(float(timestamp))
-            probabilities.append(recognizer.latest_probabilities)
+            keep(float(timestamp))
     if hold_end and len(taken.times):
         for timestamp in recognizer.hold_still(float(taken.times[-1])):   # the file's end, held for a window
-            times.append(timestamp)
-            probabilities.append(recognizer.latest_probabilities)
+            keep(timestamp)
     stacked = np.stack(probabilities) if probabilities else np.zeros((0, len(bundle.labels)))
-    return np.array(times, np.float64), stacked
+    return np.array(times, np.float64), stacked, np.array(motions, np.float64)
 
 
 # --- the kept frames of recorded streams ----------------------------------------------------------
@@ -406,9 +436,9 @@ def frame_encoder_digest(bundle: ServedBundle) -> str:
 
 
 def stream_steps(bundle: ServedBundle, path: Path, cache_dir: Path, encoder_digest: str, code_digest: str
-                 ) -> tuple[tuple[np.ndarray, np.ndarray], bool]:
-    """A stream file's live-path steps ((steps,) times, (steps, classes) probabilities), and whether they
-    were replayed.
+                 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], bool]:
+    """A stream file's live-path steps ((steps,) times, (steps, classes) probabilities, (steps,) window
+    motions), and whether they were replayed.
 
     The first run decodes it and runs the backbone on every frame the clock takes, as Live does,
     and keeps those frames' embeddings; a later run with the same stream, encoder and sampling

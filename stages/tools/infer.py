@@ -86,7 +86,7 @@ def spot_video_file(bundle: ServedBundle, path: str, settings: SpottingSettings)
     for timestamp, frame in iterate_video_frames(path, bundle.sampling.max_seconds):
         recognizer.push_camera_frame(frame, timestamp)
         if recognizer.stepped:
-            spotter.update(recognizer.latest_probabilities, timestamp)
+            spotter.update_from(recognizer, timestamp)
     if timestamp is not None:
         spot_held_end(recognizer, spotter, timestamp)
     return spotter.finish()
@@ -140,7 +140,7 @@ def run_webcam(bundle: ServedBundle, index: int, settings: SpottingSettings, top
             timestamp = time.monotonic() - started
             prediction = recognizer.push_camera_frame(frame, timestamp)
             if recognizer.stepped:
-                for sign in spotter.update(recognizer.latest_probabilities, timestamp):
+                for sign in spotter.update_from(recognizer, timestamp):
                     print(f"{time.strftime('%H:%M:%S')}  {sign.sign}  ({sign.confidence:.0%}, "
                           f"from {sign.start:.1f} s)", flush=True)
             if has_window:
