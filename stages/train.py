@@ -39,7 +39,7 @@ from dvclive.keras import DVCLiveCallback
 from stages.lib.datasets import NO_SIGN_LABEL
 from stages.lib.embeddings import SplitClips, class_names, load_split
 from stages.lib.keypoint_augment import KeypointAugment
-from stages.lib.models import build_head
+from stages.lib.models import build_head, head_loss
 from stages.lib.params import KEYPOINTS_BACKBONE, load_params
 from stages.lib.storage import read_attributes, write_json
 from stages.lib.windows import WindowJitter, centred_window, random_window, window_indices
@@ -243,7 +243,7 @@ def train_head(train: TrainingWindows, validation: tuple[np.ndarray, np.ndarray]
     head = build_head(train.seq_len, num_classes, settings["lstm_units"], settings["dropout"], feature_size,
                       centre_in_time, settings["projection_units"], bool(settings.get("motion_channels", False)))
     head.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]),
-                 loss="sparse_categorical_crossentropy",
+                 loss=head_loss(float(settings.get("label_smoothing") or 0.0)),
                  metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=3, name="top3")])
     head.fit(train, validation_data=validation, epochs=settings["epochs"], callbacks=callbacks, verbose=2)
     return head

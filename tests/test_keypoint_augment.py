@@ -15,6 +15,7 @@ from stages.lib.keypoint_augment import (
     drop_frames,
     drop_hands,
     mirror_window,
+    perspective_window,
     random_linear_map,
     rotate_arms,
 )
@@ -119,10 +120,33 @@ def test_dropped_frames_repeat_the_frame_before_and_lost_hands_are_zeros():
 
 def test_the_augment_from_params_is_off_by_default_and_names_each_setting():
     assert not KeypointAugment.from_params({}).active
-    augment = KeypointAugment.from_params({"keypoint_augment": 0.2, "keypoint_arm_degrees": 10,
-                                           "keypoint_frame_drop": 0.1, "keypoint_hand_drop": 0.1,
-                                           "keypoint_mirror": True})
-    assert augment == KeypointAugment(0.2, 10.0, 0.1, 0.1, True) and augment.active
+    augment = KeypointAugment.from_params({"keypoint_augment": 0.2, "keypoint_perspective": 0.05,
+                                           "keypoint_arm_degrees": 10, "keypoint_frame_drop": 0.1,
+                                           "keypoint_hand_drop": 0.1, "keypoint_mirror": True})
+    assert augment == KeypointAugment(strength=0.2, perspective=0.05, arm_degrees=10.0, frame_drop=0.1,
+                                      hand_drop=0.1, mirror=True) and augment.active
     window = keypoint_window()
     first, second = (augment.window(window, np.random.default_rng(seed)) for seed in (0, 1))
     assert first.shape == window.shape and not np.allclose(first, second)
+
+
+def test_perspective_maps_body_and_hands_through_one_homography_and_keeps_zeros():
+    window = keypoint_window(seed=4) * 0.5
+    window[3, HAND_XY[0]] = 0.0                                      # a missing left hand
+    warped = perspective_window(window, np.random.default_rng(7), strength=0.1)
+    tilt = np.random.default_rng(7).uniform(-0.1, 0.1, size=2)       # the same draw
+    def homography(points):
+        return points / (1.0 + points @ tilt)[..., None]
+    body = window[:, XY_COLUMNS[:len(UPPER_BODY)]]                   # (6, 23, 2)
+    seen = [0, 1, 3, 4, 5]                                           # frame 2 has no person
+    np.testing.assert_allclose(warped[:, XY_COLUMNS[:len(UPPER_BODY)]][seen], homography(body[seen]), rtol=1e-5)
+    for hand, wrist in zip(HAND_XY, (15, 16)):                       # each hand about where its wrist went
+        points = window[seen][:, hand].reshape(len(seen), -1, 2)
+        absolute = body[seen][:, wrist:wrist + 1] + points
+        expected = homography(absolute) - homography(body[seen][:, wrist:wrist + 1])
+        got = warped[seen][:, hand].reshape(len(seen), -1, 2)
+        found = points.any(axis=(1, 2))
+        np.testing.assert_allclose(got[found], expected[found], rtol=1e-4, atol=1e-6)
+    assert not warped[2].any() and not warped[3, HAND_XY[0]].any()
+    np.testing.assert_array_equal(warped[:, 2 * len(UPPER_BODY):3 * len(UPPER_BODY)],
+                                  window[:, 2 * len(UPPER_BODY):3 * len(UPPER_BODY)])   # visibilities untouched

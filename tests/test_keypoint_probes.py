@@ -13,6 +13,7 @@ from stages.tools.keypoint_probes import (
     PROBES,
     active_span,
     fill_lost_hands,
+    finger_angles,
     fingertip_distances,
     hand_shape,
     prepare_for_probe,
@@ -100,10 +101,12 @@ def test_hand_crops_join_the_keypoints_reduced_on_the_training_clips_and_zero_wi
         assert clip.shape == (12, KEYPOINT_FEATURES + 2 * HAND_CROP_COMPONENTS)
         np.testing.assert_array_equal(clip[:, :KEYPOINT_FEATURES], before)
         assert not clip[0, KEYPOINT_FEATURES:].any() and clip[1:, KEYPOINT_FEATURES:].any()
-    # Whitened on the training clips' frames with a person: unit variance there, not on the held-out clips.
+    # Whitened on the training clips' frames with a person, then on the keypoints' scale: every component spreads
+    # as the keypoints' median channel does there.
+    keypoints = np.concatenate([clips.clips[i] for i in (0, 2)])
+    scale = np.median(keypoints.std(axis=0))
     training = np.concatenate([prepared.clips[i][1:, KEYPOINT_FEATURES:] for i in (0, 2)])
-    np.testing.assert_allclose(training.reshape(-1, 2, HAND_CROP_COMPONENTS).reshape(-1, HAND_CROP_COMPONENTS)
-                               .std(axis=0), 1.0, atol=0.1)
+    np.testing.assert_allclose(training.reshape(-1, HAND_CROP_COMPONENTS).std(axis=0), scale, rtol=0.1)
     write_hand_crops(tmp_path / "short.h5", [11] * 4)
     with pytest.raises(ValueError, match="another sampling"):
         prepare_for_probe("hand-crops", clips, np.array([0, 2]), tmp_path / "short.h5")
@@ -125,3 +128,21 @@ def test_a_built_in_signers_hands_are_cropped_where_the_pose_model_puts_the_wris
     assert len(found) >= len(crops) // 2
     assert all(crop.shape == (2, HAND_INPUT, HAND_INPUT, 3) and crop.dtype == np.uint8 for crop in found)
     assert np.mean([crop.std() for crop in found]) > 5                   # pixels of the frame, not the border
+
+
+def test_finger_angles_are_one_for_a_straight_hand_and_fall_as_a_finger_folds():
+    straight = np.zeros((2, 21, 2))
+    for finger in range(5):                                          # five straight fingers fanned out
+        direction = np.array([np.cos(0.3 * finger - 0.6), -np.sin(1.2 + 0.3 * finger)])
+        for joint in range(4):
+            straight[:, 1 + 4 * finger + joint] = (joint + 1) * direction
+    folded = straight.copy()
+    folded[1, 8] = straight[1, 6]                                    # the index fingertip turned back to its base
+    cosines = finger_angles(folded.reshape(2, 42))                    # (2, 15)
+    np.testing.assert_allclose(cosines[0], 1.0, atol=1e-9)
+    # The index finger (columns 3-5): its first two joints still straight, its last folded back.
+    np.testing.assert_allclose(cosines[1, 3:5], 1.0)
+    assert cosines[1, 5] == pytest.approx(-1.0)
+    assert not finger_angles(np.zeros((3, 42))).any()                 # no hand: zeros
+    scaled = finger_angles((3.0 * folded).reshape(2, 42))
+    np.testing.assert_allclose(scaled, cosines)                        # size does not matter

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from stages.lib.backbone import build_frame_encoder
 from stages.lib.models import FrameDifferences, build_full_model, build_head, build_head_from_card, load_model
@@ -76,3 +77,24 @@ def test_full_graph_is_the_encoder_per_frame_followed_by_the_head():
     frames = np.random.default_rng(3).integers(0, 256, size=(2, 3, 32, 32, 3), dtype=np.uint8)
     embeddings = encoder(frames.reshape(6, 32, 32, 3)).numpy().reshape(2, 3, 1280)
     assert np.allclose(model(frames).numpy(), head(embeddings).numpy(), atol=1e-5)
+
+
+def test_label_smoothing_targets_the_smoothed_distribution_and_the_head_saves_with_it(tmp_path):
+    import keras
+
+    from stages.lib.models import SmoothedSparseCrossentropy, head_loss
+    assert head_loss(0.0) == "sparse_categorical_crossentropy"              # off: Keras's own loss
+    loss = head_loss(0.3)
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
+    labels = np.array([0, 2])
+    targets = np.full((2, 3), 0.1)                                          # 0.3 / 3 each, the true class 0.8
+    targets[[0, 1], labels] = 0.8
+    expected = -(targets * np.log(probabilities)).sum(axis=1).mean()
+    assert float(loss(labels, probabilities)) == pytest.approx(expected, rel=1e-5)
+    head = build_head(seq_len=4, num_classes=3, lstm_units=4, dropout=0.0, feature_size=5)
+    head.compile(optimizer="adam", loss=loss)
+    head.fit(np.random.default_rng(0).normal(size=(8, 4, 5)), np.arange(8) % 3, epochs=1, verbose=0)
+    head.save(tmp_path / "head.keras")
+    loaded = load_model(tmp_path / "head.keras")
+    assert isinstance(loaded.loss, SmoothedSparseCrossentropy) and loaded.loss.smoothing == pytest.approx(0.3)
+    assert isinstance(loaded, keras.Model)

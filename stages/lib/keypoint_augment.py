@@ -21,6 +21,10 @@ zeros), in this order:
     strength     every (x, y) point through one random linear map per window: a rotation, a scale and an
                  aspect change, and a shear; s sets the ranges: rotation up to 45 s degrees, scale 1 +- s,
                  aspect 1 +- s/2, shear up to s/2
+    perspective  every point through one random homography per window, (x, y) / (1 + g x + h y) with g and
+                 h up to this either way (shoulder widths^-1): a camera above or beside the signer, turned
+                 towards them; each hand's points are mapped where they are (about its wrist) and made
+                 wrist-relative again
     frame_drop   each frame, with this chance, shows the frame before it again (a camera or decoder that
                  dropped it); the window's length stays seq_len
     hand_drop    each hand of each frame, with this chance, is lost (points and presence zeroed), as the
@@ -142,6 +146,27 @@ def random_linear_map(rng: np.random.Generator, strength: float) -> np.ndarray:
             @ np.diag([scale * aspect, scale / aspect]))
 
 
+def perspective_window(window: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """(seq_len, KEYPOINT_FEATURES): every point through (x, y) / (1 + g x + h y), g and h drawn once per window
+    within +-`strength`. A missing hand (zeros) and a frame without a person stay zeros."""
+    tilt = rng.uniform(-strength, strength, size=2)
+
+    def mapped(points: np.ndarray) -> np.ndarray:                     # (..., 2) -> (..., 2)
+        return points / np.maximum(1.0 + points @ tilt, 0.2)[..., None]
+
+    seen = window[:, BODY_XY].any(axis=1)                              # (seq_len,) a person in the frame
+    out = window.copy()
+    body = window[:, BODY_XY].reshape(len(window), -1, 2)
+    out[:, BODY_XY] = np.where(seen[:, None, None], mapped(body), 0.0).reshape(len(window), -1)
+    for side, hand in zip(ARMS, HAND_XY):
+        wrist = body[:, ARMS[side][2][0]][:, None]                     # (seq_len, 1, 2)
+        points = window[:, hand].reshape(len(window), -1, 2)           # (seq_len, 21, 2) about the wrist
+        found = points.any(axis=(1, 2)) & seen
+        moved = mapped(wrist + points) - mapped(wrist)
+        out[:, hand] = np.where(found[:, None, None], moved, 0.0).reshape(len(window), -1)
+    return out
+
+
 def check_keypoint_window(window: np.ndarray) -> None:
     if window.shape[-1] != KEYPOINT_FEATURES:
         raise ValueError(f"a keypoint window has {KEYPOINT_FEATURES} features a frame, got {window.shape[-1]}")
@@ -162,6 +187,7 @@ def augment_keypoint_window(window: np.ndarray, rng: np.random.Generator, streng
 class KeypointAugment:
     """What the train stage does to each keypoint window (train.keypoint_*; the module docstring says each)."""
     strength: float = 0.0
+    perspective: float = 0.0
     arm_degrees: float = 0.0
     frame_drop: float = 0.0
     hand_drop: float = 0.0
@@ -169,14 +195,15 @@ class KeypointAugment:
 
     @classmethod
     def from_params(cls, train: dict) -> KeypointAugment:
-        return cls(float(train.get("keypoint_augment") or 0.0), float(train.get("keypoint_arm_degrees") or 0.0),
+        return cls(float(train.get("keypoint_augment") or 0.0), float(train.get("keypoint_perspective") or 0.0),
+                   float(train.get("keypoint_arm_degrees") or 0.0),
                    float(train.get("keypoint_frame_drop") or 0.0), float(train.get("keypoint_hand_drop") or 0.0),
                    bool(train.get("keypoint_mirror") or False))
 
     @property
     def active(self) -> bool:
-        return bool(self.strength > 0 or self.arm_degrees > 0 or self.frame_drop > 0 or self.hand_drop > 0
-                    or self.mirror)
+        return self.mirror or max(self.strength, self.perspective, self.arm_degrees, self.frame_drop,
+                                  self.hand_drop) > 0
 
     def window(self, window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(seq_len, KEYPOINT_FEATURES) -> the window through every augmentation that is on, in the docstring's
@@ -187,6 +214,8 @@ class KeypointAugment:
         if self.arm_degrees > 0:
             window = rotate_arms(window, rng, self.arm_degrees)
         window = augment_keypoint_window(window, rng, self.strength)
+        if self.perspective > 0:
+            window = perspective_window(window, rng, self.perspective)
         if self.frame_drop > 0:
             window = drop_frames(window, rng, self.frame_drop)
         if self.hand_drop > 0:

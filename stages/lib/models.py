@@ -54,6 +54,30 @@ class FrameDifferences(keras.layers.Layer):
         return keras.ops.concatenate([sequence, change], axis=-1)                     # (batch, T, 2D)
 
 
+@keras.saving.register_keras_serializable(package="signlang")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy on integer labels with label smoothing (`train.label_smoothing`): the true class's target
+    is 1 - s + s / classes, every other's s / classes, so a head trained on a handful of clips a sign is not
+    pushed to certainty on them. Keras's sparse loss has no smoothing, its categorical one wants one-hot labels."""
+
+    def __init__(self, smoothing: float = 0.0, name: str = "smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.smoothing = float(smoothing)
+
+    def call(self, labels, probabilities):
+        classes = keras.ops.shape(probabilities)[-1]
+        targets = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(labels, (-1,)), "int32"), classes)
+        return keras.losses.categorical_crossentropy(targets, probabilities, label_smoothing=self.smoothing)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "smoothing": self.smoothing}
+
+
+def head_loss(label_smoothing: float = 0.0) -> str | keras.losses.Loss:
+    """The head's training loss: plain sparse cross-entropy, or with `label_smoothing` > 0 the smoothed one."""
+    return SmoothedSparseCrossentropy(label_smoothing) if label_smoothing > 0 else "sparse_categorical_crossentropy"
+
+
 def build_head(seq_len: int, num_classes: int, lstm_units: int, dropout: float,
                feature_size: int = EMBEDDING_SIZE, centre_in_time: bool = True,
                projection_units: int = 0, motion_channels: bool = False) -> keras.Model:
@@ -112,5 +136,5 @@ def build_full_model(frame_encoder: keras.Model, head: keras.Model, seq_len: int
 
 
 def load_model(path: str | Path) -> keras.Model:
-    """Load a saved head or full graph; importing this module registers TemporalCentering first."""
+    """Load a saved head or full graph; importing this module registers its layers and loss first."""
     return keras.models.load_model(path)

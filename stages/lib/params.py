@@ -126,6 +126,8 @@ def validate_params(params: dict[str, Any]) -> None:
             require_int(train, "train", key, minimum=1)
         require_number(train, "train", "learning_rate", minimum=1e-7, maximum=1.0)
         require_number(train, "train", "dropout", minimum=0.0, maximum=0.9)
+        if "label_smoothing" in train:
+            require_number(train, "train", "label_smoothing", minimum=0.0, maximum=0.5)
         require_int(train, "train", "windows_per_clip", minimum=1)
         require_int(train, "train", "edge_windows", minimum=0)
         for optional in ("neighbour_windows", "pose_hold_windows"):
@@ -138,6 +140,8 @@ def validate_params(params: dict[str, Any]) -> None:
         require_number(train, "train", "speed_jitter", minimum=0.0, maximum=0.5)
         if "keypoint_augment" in train:     # 1: rotations up to 45 degrees, scale 0-2: beyond any camera
             require_number(train, "train", "keypoint_augment", minimum=0.0, maximum=1.0)
+        if "keypoint_perspective" in train:   # 0.3: a point 3 shoulder widths out moves by half its distance
+            require_number(train, "train", "keypoint_perspective", minimum=0.0, maximum=0.3)
         if "keypoint_arm_degrees" in train:
             require_number(train, "train", "keypoint_arm_degrees", minimum=0.0, maximum=45.0)
         for chance in ("keypoint_frame_drop", "keypoint_hand_drop"):

@@ -139,6 +139,15 @@ CROSS_VALIDATED_ROWS = {
                             {"backbone.name": "keypoints", "train.keypoint_hand_drop": 0.1}),
     "keypoints-mirror": ("keypoints, half the windows mirrored (train.keypoint_mirror true)",
                          {"backbone.name": "keypoints", "train.keypoint_mirror": True}),
+    "keypoints-perspective": ("keypoints, a tilted camera (train.keypoint_perspective 0.1)",
+                              {"backbone.name": "keypoints", "train.keypoint_perspective": 0.1}),
+    "keypoints-speed": ("keypoints, windows at 0.7-1.3x speed (train.speed_jitter 0.3)",
+                        {"backbone.name": "keypoints", "train.speed_jitter": 0.3}),
+    # Regularisation for a handful of clips a sign: smoothed targets, longer training on the plateau schedule.
+    "keypoints-label-smoothing": ("keypoints, label smoothing (train.label_smoothing 0.1)",
+                                  {"backbone.name": "keypoints", "train.label_smoothing": 0.1}),
+    "keypoints-longer": ("keypoints, trained longer (train.epochs 150, train.patience 30)",
+                         {"backbone.name": "keypoints", "train.epochs": 150, "train.patience": 30}),
     # Heads of other sizes and regularisation on the same keypoints.
     "keypoints-units16": ("keypoints, smaller head (backbone.name keypoints, train.lstm_units 16)",
                           {"backbone.name": "keypoints", "train.lstm_units": 16}),

@@ -60,6 +60,23 @@ def fingertip_distances(hand: np.ndarray) -> np.ndarray:
     return np.stack([np.linalg.norm(points[:, a] - points[:, b], axis=-1) / size for a, b in pairs], axis=1)
 
 
+# Each finger's chain from the wrist: the joints whose bend is measured are the middle three of each chain.
+FINGER_CHAINS = ((0, 1, 2, 3, 4), (0, 5, 6, 7, 8), (0, 9, 10, 11, 12), (0, 13, 14, 15, 16), (0, 17, 18, 19, 20))
+
+
+def finger_angles(hand: np.ndarray) -> np.ndarray:
+    """(T, 42) hand points -> (T, 15): the cosine of the bend at each finger's three joints (1: straight, -1:
+    folded back); zeros where no hand was found. Whatever the hand's size, place and turn in the picture."""
+    points = hand.reshape(len(hand), HAND_POINTS, 2)
+    cosines = []
+    for chain in FINGER_CHAINS:
+        bones = np.diff(points[:, list(chain)], axis=1)                              # (T, 4, 2)
+        before, after = bones[:, :-1], bones[:, 1:]                                  # (T, 3, 2) each
+        lengths = np.linalg.norm(before, axis=-1) * np.linalg.norm(after, axis=-1)
+        cosines.append(np.where(lengths > 1e-9, (before * after).sum(-1) / np.maximum(lengths, 1e-9), 0.0))
+    return np.concatenate(cosines, axis=1)
+
+
 def frame_differences(values: np.ndarray) -> np.ndarray:
     """(T, F) -> (T, F): each frame minus the one before (the first frame: zeros)."""
     return np.concatenate([np.zeros_like(values[:1]), np.diff(values, axis=0)])
@@ -99,6 +116,10 @@ def with_fingertip_distances(clip: np.ndarray) -> np.ndarray:
     return np.concatenate([clip, *[fingertip_distances(clip[:, hand]) for hand in HAND_XY]], axis=1)
 
 
+def with_finger_angles(clip: np.ndarray) -> np.ndarray:
+    return np.concatenate([clip, *[finger_angles(clip[:, hand]) for hand in HAND_XY]], axis=1)
+
+
 def with_motion(clip: np.ndarray) -> np.ndarray:
     moving = np.concatenate([clip[:, BODY_XY], *[clip[:, hand] for hand in HAND_XY]], axis=1)
     return np.concatenate([clip, frame_differences(moving)], axis=1)
@@ -112,14 +133,15 @@ def with_everything(clip: np.ndarray) -> np.ndarray:
 PROBES: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray] | None]] = {
     "hand-shape": ("each hand also in its own size (shape without distance)", with_hand_shapes),
     "fingertips": ("the 10 fingertip distances of each hand, in its own size", with_fingertip_distances),
+    "finger-angles": ("the bend of each finger's three joints (15 cosines a hand)", with_finger_angles),
     "motion": ("frame-to-frame differences of the body and hand points as extra channels", with_motion),
     "fill-hands": ("a hand lost for up to 6 frames interpolated between its detections", fill_lost_hands),
     "standardise": ("every channel standardised by the training fold's mean and sd", None),
     "all": ("hands filled, hand shapes, fingertip distances and motion together", with_everything),
     "active-span": ("each clip cut to where the hands are up (a hand found, or a wrist above the chest)",
                     active_span),
-    "hand-crops": ("MobileNetV2 on each hand's crop (448 px frames), 16 principal components a hand, beside "
-                   "the keypoints (stages/tools/hand_crops.py)", None),
+    "hand-crops": ("MobileNetV2 on each hand's crop (448 px frames), 16 principal components a hand on the "
+                   "keypoints' scale, beside the keypoints (stages/tools/hand_crops.py)", None),
 }
 
 
