@@ -202,8 +202,9 @@ def spot_held_end(recognizer: StreamingRecognizer, spotter: SignSpotter, last_ti
 
 @dataclass(frozen=True)
 class SpottingSettings:
-    """The spotting params (params.yaml `spotting:`, chosen on validation streams). No defaults here:
-    params.yaml is their one home (`default_spotting`), and a model's calibrated record comes before it."""
+    """The spotting params (params.yaml `spotting:`, chosen on validation streams). No defaults here for
+    those: params.yaml is their one home (`default_spotting`), and a model's calibrated record comes before
+    it. The one default, `motion_floor`, is for the one setting params.yaml cannot hold (below)."""
     threshold: float
     min_hold_seconds: float
     smoothing_steps: int
