@@ -41,6 +41,7 @@ import numpy as np
 from stages.lib.keypoints import (
     BODY_VISIBILITY,
     BODY_XY,
+    HAND_ANCHORS,
     HAND_PRESENCE,
     HAND_XY,
     KEYPOINT_FEATURES,
@@ -51,8 +52,10 @@ from stages.lib.keypoints import (
 # The signer's left and right body points that a mirror exchanges (MediaPipe's pose indices): eyes (inner,
 # centre, outer), ears, mouth corners, shoulders, elbows, wrists, pinky, index and thumb knuckles.
 MIRROR_PAIRS = ((1, 4), (2, 5), (3, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16), (17, 18), (19, 20), (21, 22))
-# Each arm: its shoulder, elbow, and the points that move with the forearm (wrist and knuckles), body indices.
-ARMS = {"left": (LEFT_SHOULDER, 13, (15, 17, 19, 21)), "right": (RIGHT_SHOULDER, 14, (16, 18, 20, 22))}
+# Each arm: its shoulder, elbow, and the points that move with the forearm (wrist first, then the pinky, index
+# and thumb knuckles), body indices; the signer's left, then right, as HAND_XY orders the hands.
+ARMS = {"left": (LEFT_SHOULDER, 13, (*HAND_ANCHORS["left"], 21)),
+        "right": (RIGHT_SHOULDER, 14, (*HAND_ANCHORS["right"], 22))}
 
 
 def keypoint_xy_columns() -> np.ndarray:
