@@ -143,6 +143,16 @@ class TrainingWindows(keras.utils.PyDataset):
         self.plan_epoch()
 
 
+def training_windows(split: SplitClips, settings: dict, seq_len: int, seed: int, no_sign_index: int | None,
+                     embedding_attributes: dict) -> TrainingWindows:
+    """The windows `train.*` settings ask for, drawn from `split`: the one reading of those settings, for the
+    stage and for cross-validation's fold heads (stages/tools/crossval.py)."""
+    return TrainingWindows(split, seq_len, settings["batch_size"], settings["windows_per_clip"],
+                           window_settings(settings), seed, no_sign_index, settings["edge_windows"],
+                           settings.get("no_sign_windows_per_clip"), keypoint_augment(settings, embedding_attributes),
+                           int(settings.get("neighbour_windows") or 0), int(settings.get("pose_hold_windows") or 0))
+
+
 def neighbour_candidates(split: SplitClips, no_sign_index: int | None) -> dict[int, list[int]]:
     """For each sign clip, the sign clips that may stand beside it in a joined window: another sign, by the same
     signer where the split knows signers (one person's fast signing; another person would be a jump in looks)."""
@@ -292,11 +302,7 @@ def main() -> None:
 
     centre_in_time = centres_in_time(attributes)
     jitter = window_settings(settings)
-    train_windows = TrainingWindows(train_split, seq_len, settings["batch_size"], settings["windows_per_clip"],
-                                    jitter, seed, no_sign_index, settings["edge_windows"],
-                                    settings.get("no_sign_windows_per_clip"), keypoint_augment(settings, attributes),
-                                    int(settings.get("neighbour_windows") or 0),
-                                    int(settings.get("pose_hold_windows") or 0))
+    train_windows = training_windows(train_split, settings, seq_len, seed, no_sign_index, attributes)
     # Validation windows come from base.seed whatever train.seed is: heads of different seeds are compared
     # (and their checkpoints picked) on the very same windows.
     validation = validation_windows(val_split, seq_len, jitter, params["base"]["seed"], no_sign_index)

@@ -14,6 +14,7 @@ from stages.train import (
     neighbour_candidates,
     neighbour_window,
     pose_hold_window,
+    training_windows,
 )
 
 SEQ_LEN = 8
@@ -99,3 +100,14 @@ def test_an_epoch_plans_pose_hold_windows_per_sign_clip_labelled_no_sign():
     unlabelled = TrainingWindows(split, SEQ_LEN, batch_size=64, windows_per_clip=1, jitter=JITTER, seed=0,
                                  no_sign_index=None, pose_hold_windows=3)
     assert not (unlabelled.order[:, 1] == POSE_HOLD).any()                      # no no-sign class to teach
+
+
+def test_the_train_settings_are_read_once_for_the_stage_and_cross_validation():
+    settings = {"batch_size": 64, "windows_per_clip": 2, "position_jitter": 0.1, "speed_jitter": 0.15,
+                "edge_windows": 1, "neighbour_windows": 1, "pose_hold_windows": 2, "no_sign_windows_per_clip": 3}
+    windows = training_windows(marked_split(), settings, SEQ_LEN, seed=0, no_sign_index=NO_SIGN,
+                               embedding_attributes={"backbone": "MobileNetV2"})
+    kinds = windows.order[:, 1]
+    # 4 sign clips x 2 + 2 idle clips x 3 plain; per sign clip 1 edge, 1 neighbour, 2 pose holds.
+    assert [(kinds == kind).sum() for kind in (PLAIN, EDGE, NEIGHBOURS, POSE_HOLD)] == [14, 4, 4, 8]
+    assert windows.jitter == JITTER and windows.keypoint_augment is None     # no points to move in embeddings

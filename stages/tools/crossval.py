@@ -62,22 +62,17 @@ def fit_fold_head(train: SplitClips, validation: SplitClips, num_classes: int, n
     import keras
 
     from stages.train import (
-        TrainingWindows,
         centres_in_time,
-        keypoint_augment,
         seed_everything,
         train_head,
+        training_windows,
         validation_windows,
         window_settings,
     )
     settings, seq_len = params["train"], int(params["base"]["seq_len"])
     seed_everything(seed)
-    jitter = window_settings(settings)
-    windows = TrainingWindows(train, seq_len, settings["batch_size"], settings["windows_per_clip"], jitter, seed,
-                              no_sign_index, settings["edge_windows"], settings.get("no_sign_windows_per_clip"),
-                              keypoint_augment(settings, attributes), int(settings.get("neighbour_windows") or 0),
-                              int(settings.get("pose_hold_windows") or 0))
-    fixed = validation_windows(validation, seq_len, jitter, seed, no_sign_index)
+    windows = training_windows(train, settings, seq_len, seed, no_sign_index, attributes)
+    fixed = validation_windows(validation, seq_len, window_settings(settings), seed, no_sign_index)
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings["patience"],
                                                restore_best_weights=True),
                  keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
