@@ -140,6 +140,20 @@ def hand_crop_to_frame(wrist: np.ndarray, knuckles: np.ndarray, shoulder_width: 
     return np.hstack([rotation, offset[:, None]])
 
 
+def hand_crop_affines(body: np.ndarray) -> list[np.ndarray]:
+    """Pose landmarks in frame pixels (33+, 2) -> the signer's left and right hand crops' (2, 3) affine maps
+    (`hand_crop_to_frame`, from each wrist towards its knuckles): where the hand model looks."""
+    shoulder_width = float(np.hypot(*(body[LEFT_SHOULDER] - body[RIGHT_SHOULDER])))
+    return [hand_crop_to_frame(body[wrist], (body[pinky] + body[index]) / 2, shoulder_width)
+            for wrist, pinky, index in HAND_ANCHORS.values()]
+
+
+def crop_hand(frame: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """The (HAND_INPUT, HAND_INPUT, 3) crop of `frame` that `affine` maps from (fingers up; black past the frame)."""
+    return cv2.warpAffine(frame, affine, (HAND_INPUT, HAND_INPUT), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT)
+
+
 def map_points(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
     """(n, 2) points through a (2, 3) affine map."""
     return points @ affine[:, :2].T + affine[:, 2]
@@ -218,10 +232,8 @@ class KeypointLane:
         if found is None:
             return np.zeros(KEYPOINT_FEATURES, np.float32)
         body, visibility = found
-        shoulder_width = float(np.hypot(*(body[LEFT_SHOULDER] - body[RIGHT_SHOULDER])))
         hands, presence = [], []
-        for wrist, pinky, index in HAND_ANCHORS.values():
-            affine = hand_crop_to_frame(body[wrist], (body[pinky] + body[index]) / 2, shoulder_width)
+        for affine in hand_crop_affines(body):
             points, score = self.hand_points(frame, affine)
             hands.append(points if score >= PRESENCE_THRESHOLD else None)
             presence.append(score)
@@ -248,9 +260,7 @@ class KeypointLane:
 
     def hand_points(self, frame: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, float]:
         """The hand in the crop `affine` maps from: (21, 2) frame pixels and a presence score."""
-        crop = cv2.warpAffine(frame, affine, (HAND_INPUT, HAND_INPUT),
-                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
-        landmarks, score = self.run(self.hand, self.hand_outputs, crop, 2)
+        landmarks, score = self.run(self.hand, self.hand_outputs, crop_hand(frame, affine), 2)
         points = landmarks.reshape(HAND_POINTS, 3)[:, :2]               # crop pixels
         return map_points(affine, points), float(np.ravel(score)[0])
 

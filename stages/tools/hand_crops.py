@@ -20,21 +20,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import h5py
 import numpy as np
 from tqdm import tqdm
 
 from stages.lib.embeddings import SplitClips
-from stages.lib.keypoints import (
-    HAND_ANCHORS,
-    HAND_INPUT,
-    LEFT_SHOULDER,
-    RIGHT_SHOULDER,
-    KeypointLane,
-    fetch_keypoint_models,
-    hand_crop_to_frame,
-)
+from stages.lib.keypoints import HAND_INPUT, KeypointLane, crop_hand, fetch_keypoint_models, hand_crop_affines
 from stages.lib.storage import atomic_path
 
 HAND_CROP_COMPONENTS = 16       # per hand, after PCA: about the keypoints' own hand-shape numbers per hand (42)
@@ -47,14 +38,7 @@ def hand_crops(lane: KeypointLane, frame: np.ndarray) -> np.ndarray | None:
     found = lane.body(frame)
     if found is None:
         return None
-    body, _ = found
-    shoulder_width = float(np.hypot(*(body[LEFT_SHOULDER] - body[RIGHT_SHOULDER])))
-    crops = []
-    for wrist, pinky, index in HAND_ANCHORS.values():
-        affine = hand_crop_to_frame(body[wrist], (body[pinky] + body[index]) / 2, shoulder_width)
-        crops.append(cv2.warpAffine(frame, affine, (HAND_INPUT, HAND_INPUT),
-                                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT))
-    return np.stack(crops)
+    return np.stack([crop_hand(frame, affine) for affine in hand_crop_affines(found[0])])   # the hand model's crops
 
 
 def mobilenet_engine(weights: str = "imagenet"):
