@@ -47,6 +47,7 @@ from stages.lib.keypoints import (
     KEYPOINT_FEATURES,
     LEFT_SHOULDER,
     RIGHT_SHOULDER,
+    WRISTS,
 )
 
 # The signer's left and right body points that a mirror exchanges (MediaPipe's pose indices): eyes (inner,
@@ -161,8 +162,8 @@ def perspective_window(window: np.ndarray, rng: np.random.Generator, strength: f
     out = window.copy()
     body = window[:, BODY_XY].reshape(len(window), -1, 2)
     out[:, BODY_XY] = np.where(seen[:, None, None], mapped(body), 0.0).reshape(len(window), -1)
-    for side, hand in zip(ARMS, HAND_XY):
-        wrist = body[:, ARMS[side][2][0]][:, None]                     # (seq_len, 1, 2)
+    for wrist_point, hand in zip(WRISTS, HAND_XY):
+        wrist = body[:, wrist_point][:, None]                          # (seq_len, 1, 2)
         points = window[:, hand].reshape(len(window), -1, 2)           # (seq_len, 21, 2) about the wrist
         found = points.any(axis=(1, 2)) & seen
         moved = mapped(wrist + points) - mapped(wrist)
