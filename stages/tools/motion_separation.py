@@ -33,11 +33,12 @@ from stages.lib.params import load_params
 from stages.lib.served import load_bundle
 from stages.lib.stream_scoring import align, read_stream_index, read_truth
 from stages.lib.streaming import (
-    SignSpotter,
-    StreamingRecognizer,
+    TakenFrames,
     default_spotting,
     frame_encoder_digest,
     model_spotting,
+    replay_stream_steps,
+    spot_signs,
     stream_cache_path,
     take_path_code_digest,
 )
@@ -60,19 +61,18 @@ def pixel_energy(path: Path, times: np.ndarray) -> np.ndarray:
     return np.array([0.0] + [float(np.abs(b - a).mean()) for a, b in zip(frames, frames[1:])])
 
 
-def emitted_sign_motions(bundle, path: Path, taken: dict, settings) -> tuple[list, dict[float, tuple[float, float]]]:
-    """The spotter's signs over a stream's kept frames, and each step's (feature motion, pixel energy)."""
-    energy = pixel_energy(path, taken["times"])
-    recognizer = StreamingRecognizer(bundle)
-    spotter = SignSpotter(bundle.labels, bundle.no_sign_label, settings, bundle.window_seconds)
-    motions = {}
-    for index, (time, ticks, embedding) in enumerate(zip(taken["times"], taken["ticks"], taken["embeddings"])):
-        recognizer.push_embedding(embedding, int(ticks))
-        if recognizer.stepped:
-            window_energy = float(np.mean(energy[max(0, index - bundle.seq_len + 2):index + 1]))
-            motions[float(time)] = (recognizer.latest_motion, window_energy)
-            spotter.update_from(recognizer, float(time))
-    return [sign for sign in spotter.finish() if sign.emitted_at in motions], motions
+def emitted_sign_motions(bundle, path: Path, taken: TakenFrames, settings
+                         ) -> tuple[list, dict[float, tuple[float, float]]]:
+    """The spotter's signs over a stream's kept frames (`replay_stream_steps`, the file's end not held, then
+    `spot_signs`), and each step's (feature motion, pixel energy over its window)."""
+    energy = pixel_energy(path, taken.times)
+    times, probabilities, motions = replay_stream_steps(bundle, taken, hold_end=False)
+    signs = spot_signs(times, probabilities, bundle.labels, bundle.no_sign_label, settings, bundle.window_seconds,
+                       motions)
+    last_frames = np.searchsorted(taken.times, times)            # each step's newest frame, an index of taken
+    window_energy = [float(np.mean(energy[max(0, last - bundle.seq_len + 2):last + 1])) for last in last_frames]
+    return signs, {float(time): (float(motion), energy_of_window)
+                   for time, motion, energy_of_window in zip(times, motions, window_energy)}
 
 
 def separation(true: np.ndarray, false: np.ndarray) -> dict:
@@ -99,7 +99,7 @@ def measure(split: str) -> dict:
         if not kept.exists():
             raise SystemExit(f"{path} has no kept frames for this model: run `dvc repro evaluate` first")
         with np.load(kept) as arrays:
-            taken = {name: arrays[name] for name in ("times", "ticks", "embeddings")}
+            taken = TakenFrames(arrays["times"], arrays["ticks"], arrays["embeddings"])
         signs, motions = emitted_sign_motions(bundle, path, taken, settings)
         if row.kind == "idle":
             found["false"] += [motions[sign.emitted_at] for sign in signs]
